@@ -1,0 +1,1 @@
+"""Distilled fastText classifiers (quality and topics), reusable on any text."""

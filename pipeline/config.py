@@ -1,0 +1,222 @@
+"""Run configuration: pydantic models loaded from YAML, overridable with `--set a.b=c`.
+
+Unknown keys and wrong types are errors that name the field (`extract.timeout_s: Input should be ...`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be loaded or validated; the message names the field."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputConfig(Section):
+    # Either explicit WARC paths/URLs/globs ...
+    warcs: list[str] = Field(default_factory=list)
+    # ... or a Common Crawl snapshot id resolved through `<base_url>/crawl-data/<id>/warc.paths.gz`.
+    snapshot: str | None = None
+    base_url: str = "https://data.commoncrawl.org/"
+    max_warcs: int | None = Field(default=None, ge=1)
+    # A contiguous slice of the sorted listing instead of a random sample: [start, stop).
+    shard_range: tuple[int, int] | None = None
+    seed: int = 0
+    # fsspec storage options per protocol, e.g. {"s3": {"anon": true, "endpoint_url": "..."}}
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    retries: int = Field(default=5, ge=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+
+    @field_validator("snapshot")
+    @classmethod
+    def _snapshot_shape(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("CC-MAIN-"):
+            raise ValueError(f"expected a Common Crawl snapshot id like CC-MAIN-2024-33, got {value!r}")
+        return value
+
+
+class RayConfig(Section):
+    # None: connect to RAY_ADDRESS when set, else start a local Ray bound to 127.0.0.1.
+    address: str | None = None
+    num_cpus: int | None = Field(default=None, ge=1)
+    # Tasks in flight at once; bounds driver memory whatever the number of input files.
+    max_in_flight: int = Field(default=8, ge=1)
+
+
+class RulesConfig(Section):
+    enabled: bool = True
+    # Languages the (English-derived) Gopher/C4/FineWeb rules are applied to; other languages are scored
+    # with nulls and pass. Empty list: apply to every language.
+    apply_to_languages: list[str] = Field(default_factory=lambda: ["en"])
+    gopher_quality: bool = True
+    gopher_repetition: bool = True
+    c4_quality: bool = True
+    fineweb_quality: bool = True
+    min_doc_words: int = 50
+    max_doc_words: int = 100_000
+
+
+class ExtractConfig(Section):
+    # Keep only these languages (ISO 639-1); empty keeps all and records the language.
+    languages: list[str] = Field(default_factory=list)
+    min_language_score: float = Field(default=0.0, ge=0, le=1)
+    # "py3langid" (shipped model) or a local fastText LID model path (lid.176.bin, GlotLID).
+    langid_model: str = "py3langid"
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_html_bytes: int = Field(default=5_000_000, ge=1)
+    min_text_chars: int = Field(default=1, ge=0)
+    favor_precision: bool = False
+    include_tables: bool = True
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+
+
+class DedupConfig(Section):
+    exact: bool = True
+    url: bool = True
+    near: bool = True
+    line: bool = True
+    normalize_case: bool = True
+    normalize_whitespace: bool = True
+    ngram: int = Field(default=5, ge=1)
+    num_bands: int = Field(default=14, ge=1)
+    rows_per_band: int = Field(default=8, ge=1)
+    seed: int = 1
+    # Verify LSH candidates by signature-estimated Jaccard before linking them (None: link every candidate).
+    verify_threshold: float | None = Field(default=0.7, ge=0, le=1)
+    # A line seen in more than this many documents is removed from all of them.
+    max_line_repeats: int = Field(default=6, ge=1)
+    min_line_chars: int = Field(default=10, ge=0)
+    min_chars_after_line_dedup: int = Field(default=200, ge=0)
+    num_partitions: int = Field(default=8, ge=1)
+
+
+class LLMConfig(Section):
+    url: str = "http://127.0.0.1:8000/v1"
+    model: str = "tiny-llama"
+    api_key_env: str = "CURATE_LLM_API_KEY"
+    max_concurrency: int = Field(default=16, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+    temperature: float = Field(default=0.0, ge=0)
+    seed: int | None = 0
+    cache_dir: str | None = None  # default: <out>/.llm_cache
+    # Start a local tiny vLLM server for the run (demo) instead of using `url`.
+    serve_tiny_model: bool = False
+    tiny_model_dir: str | None = None
+
+
+class AnnotateConfig(Section):
+    sample: int = Field(default=200, ge=1)
+    seed: int = 0
+    tasks: list[Literal["quality", "topics"]] = Field(default_factory=lambda: ["quality", "topics"])
+    quality_prompt: str = "quality_v1"
+    topics_prompt: str = "topics_v1"
+    max_doc_chars: int = Field(default=1500, ge=100)
+    max_tokens: int = Field(default=160, ge=8)
+    num_actors: int = Field(default=1, ge=1)
+
+
+class DistilConfig(Section):
+    label_threshold: int = Field(default=3, ge=1, le=5)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+    word_ngrams: int = Field(default=2, ge=1)
+    dim: int = Field(default=64, ge=2)
+    epoch: int = Field(default=25, ge=1)
+    lr: float = Field(default=0.5, gt=0)
+    min_count: int = Field(default=1, ge=1)
+    min_labels: int = Field(default=20, ge=2)
+    threshold_target: Literal["keep_rate", "precision", "f1"] = "f1"
+    target_value: float = Field(default=0.5, gt=0, le=1)
+    quantize: bool = False
+
+
+class ClassifyConfig(Section):
+    classifier: str | None = None
+    threshold: float | None = Field(default=None, ge=0, le=1)  # None: the classifier card's threshold
+    rows_per_file: int | None = Field(default=None, ge=1)
+    bytes_per_file: int = Field(default=256 * 1024 * 1024, ge=1024)
+    num_actors: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+
+
+class RewriteConfig(Section):
+    enabled: bool = False
+    styles: list[str] = Field(default_factory=lambda: ["rewrite_wiki_v1", "qa_pairs_v1", "distill_v1", "knowledge_list_v1"])
+    limit: int | None = Field(default=None, ge=1)
+    # quality_prob at or above `high_threshold` -> high-quality styles; at or above `mid_threshold` -> wiki.
+    mid_threshold: float = Field(default=0.0, ge=0, le=1)
+    high_threshold: float = Field(default=0.5, ge=0, le=1)
+    chunk_tokens: int = Field(default=384, ge=32)
+    max_copy_ratio: float = Field(default=0.9, gt=0, le=1)
+
+
+class RunConfig(Section):
+    name: str = "run"
+    out: str = "runs/demo"
+    input: InputConfig = Field(default_factory=InputConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
+    distil: DistilConfig = Field(default_factory=DistilConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "<root>"
+        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {field}: {message} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (`3`, `true`, `[en, de]`)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set has an empty key: {assignment!r}")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded or {}
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None

@@ -1,0 +1,178 @@
+"""Run layout on disk, atomic Parquet writes, shard markers, and remote file access with retries.
+
+A run's output root holds one folder per dataset (`docs/`, `unique/`, ...), `decisions/<stage>/`, and
+`_state/<stage>/<shard>.json` markers. A shard's marker is written last, after its data files, so a
+shard is complete exactly when its marker exists: a rerun skips complete shards and rewrites the others
+under the same deterministic names (no duplicate rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+T = TypeVar("T")
+
+PARQUET_COMPRESSION = "zstd"
+
+
+def shard_key(name: str) -> str:
+    """Deterministic, filesystem-safe shard name for an input unit (e.g. a WARC path)."""
+    stem = Path(name.split("?")[0]).name
+    for suffix in (".gz", ".warc", ".parquet"):
+        stem = stem.removesuffix(suffix)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)[:60]
+    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_parquet(table: pa.Table, path: str | Path, schema: pa.Schema) -> Path:
+    """Write `table` cast to `schema`, zstd, atomically (temp name in the same folder, then rename)."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        pq.write_table(table.select(schema.names).cast(schema), tmp, compression=PARQUET_COMPRESSION)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_dataset(folder: str | Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """Read every `*.parquet` in a folder (sorted by name, so row order is deterministic) with `schema`."""
+    files = sorted(Path(folder).glob("*.parquet"))
+    if not files:
+        table = schema.empty_table()
+        return table.select(columns) if columns else table
+    tables = [pq.read_table(f, columns=columns, schema=schema) for f in files]
+    return pa.concat_tables(tables)
+
+
+def parquet_files(folder: str | Path) -> list[Path]:
+    return sorted(Path(folder).glob("*.parquet"))
+
+
+class RunLayout:
+    """Paths of one run's output root."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def dataset(self, name: str) -> Path:
+        return self.root / name
+
+    def decisions(self, stage: str) -> Path:
+        return self.root / "decisions" / stage
+
+    def state(self, stage: str) -> Path:
+        return self.root / "_state" / stage
+
+    def marker(self, stage: str, key: str) -> Path:
+        return self.state(stage) / f"{key}.json"
+
+    def stage_marker(self, stage: str) -> Path:
+        return self.state(stage) / "_STAGE_COMPLETE.json"
+
+    def is_shard_done(self, stage: str, key: str) -> bool:
+        return self.marker(stage, key).exists()
+
+    def is_stage_done(self, stage: str) -> bool:
+        return self.stage_marker(stage).exists()
+
+    def shard_stats(self, stage: str) -> list[dict]:
+        folder = self.state(stage)
+        if not folder.exists():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if not p.name.startswith("_")]
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / "report.json"
+
+
+class TransientError(Exception):
+    """An error worth retrying (HTTP 429/5xx, S3 SlowDown, a dropped connection)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TransientError | ConnectionError | TimeoutError):
+        return True
+    text = f"{type(exc).__name__}: {exc}"
+    markers = ("SlowDown", "503", "502", "500 ", "504", "429", "Service Unavailable", "Too Many Requests",
+               "Connection reset", "ServerDisconnected", "ClientConnectorError", "ClientOSError",
+               "Timeout", "timed out", "RemoteProtocolError", "ConnectError")
+    return any(marker in text for marker in markers)
+
+
+def retry(call: Callable[[], T], *, attempts: int, backoff_s: float, what: str,
+          sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call `call`, retrying transient errors with exponential back-off and jitter."""
+    for attempt in range(attempts + 1):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if attempt >= attempts or not is_transient(exc):
+                raise
+            sleep(backoff_s * (2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def open_remote(url: str, storage_options: dict[str, dict[str, Any]] | None = None):
+    """Open a local path or any fsspec URL (s3://, https://) for binary reading."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    options = dict((storage_options or {}).get(protocol, {}))
+    return fsspec.open(url, "rb", **options).open()
+
+
+@contextmanager
+def local_copy(url: str, storage_options: dict[str, dict[str, Any]] | None, *, attempts: int,
+               backoff_s: float, tmp_dir: str | None = None) -> Iterator[Path]:
+    """Yield a local path for `url`: the file itself when local, else a streamed download (retried whole on
+    transient errors) that is deleted afterwards. Memory stays bounded by the copy buffer."""
+    if "://" not in url or url.startswith("file://"):
+        yield Path(url.removeprefix("file://"))
+        return
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="curate-", suffix=".warc.gz", dir=tmp_dir)
+    os.close(fd)
+    tmp = Path(name)
+
+    def download() -> None:
+        with open_remote(url, storage_options) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(4 * 1024 * 1024):
+                dst.write(chunk)
+
+    try:
+        retry(download, attempts=attempts, backoff_s=backoff_s, what=url)
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)

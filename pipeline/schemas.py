@@ -1,0 +1,126 @@
+"""Every Arrow schema the pipeline writes, in one place.
+
+No dataset's schema is inferred from its first row: writers cast to these, so an empty shard, a shard whose
+first document lacks a field, and a shard written by another worker all read back as the same table.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Outcomes a record can end in. Every record read by a stage ends in exactly one.
+KEPT = "kept"
+DROPPED = "dropped"
+ERRORED = "errored"
+
+# Heuristic rule scores written by extract (see pipeline.rules). Null when rules were not applied to the
+# document's language.
+RULE_SCORE_FIELDS = [
+    pa.field("n_words", pa.int32()),
+    pa.field("mean_word_length", pa.float32()),
+    pa.field("alpha_word_ratio", pa.float32()),
+    pa.field("stop_word_count", pa.int32()),
+    pa.field("symbol_word_ratio", pa.float32()),
+    pa.field("dup_line_char_frac", pa.float32()),
+    pa.field("top_2gram_char_frac", pa.float32()),
+    pa.field("line_punct_ratio", pa.float32()),
+    pa.field("short_line_ratio", pa.float32()),
+    # names of every enabled rule the document fails (empty when it passes all of them)
+    pa.field("rule_failures", pa.list_(pa.string())),
+]
+
+DOCS = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("url", pa.string()),
+        pa.field("warc_path", pa.string()),
+        pa.field("warc_record_id", pa.string()),
+        pa.field("crawl_date", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("language", pa.string()),
+        pa.field("language_score", pa.float32()),
+        pa.field("n_chars", pa.int32()),
+        *RULE_SCORE_FIELDS,
+    ]
+)
+
+# unique/ = docs/ plus what dedup learned about each survivor.
+UNIQUE = pa.schema(
+    list(DOCS)
+    + [
+        pa.field("dup_cluster_id", pa.string()),
+        pa.field("dup_cluster_size", pa.int32()),
+        pa.field("lines_removed", pa.int32()),
+    ]
+)
+
+DECISIONS = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),  # dropped | errored
+        pa.field("reason", pa.string(), nullable=False),  # short snake_case
+        pa.field("detail", pa.string()),  # free text: the file, the exception, the failing value
+        pa.field("url", pa.string()),
+        pa.field("source", pa.string()),  # the input unit (WARC path, shard) the record came from
+        pa.field("duplicate_of", pa.string()),  # dedup: the survivor's doc_id
+    ]
+)
+
+LABELS = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),  # quality | topics
+        pa.field("prompt_id", pa.string()),
+        pa.field("prompt_hash", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("sampling_params", pa.string()),  # canonical JSON
+        pa.field("quality_score", pa.int8()),
+        pa.field("quality_reason", pa.string()),
+        pa.field("topics", pa.list_(pa.string())),
+        pa.field("raw_text", pa.string()),
+        pa.field("latency_s", pa.float32()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("completion_tokens", pa.int32()),
+        pa.field("cached", pa.bool_()),
+        pa.field("error", pa.string()),  # null when the answer was valid; else annotation_error kind
+        pa.field("error_detail", pa.string()),
+    ]
+)
+
+# classify: unique/ plus the distilled classifier's scores. corpus/ holds the kept rows of this schema.
+SCORED = pa.schema(
+    list(UNIQUE)
+    + [
+        pa.field("quality_prob", pa.float32()),
+        pa.field("topics", pa.list_(pa.string())),
+        pa.field("topic_probs", pa.list_(pa.float32())),
+    ]
+)
+
+SYNTHETIC = pa.schema(
+    [
+        pa.field("synthetic_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("style", pa.string(), nullable=False),
+        pa.field("prompt_id", pa.string()),
+        pa.field("prompt_hash", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("sampling_params", pa.string()),
+        pa.field("n_chunks", pa.int32()),
+        pa.field("text", pa.string()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("completion_tokens", pa.int32()),
+    ]
+)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+def from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Build a table from row dicts with an explicit schema (missing keys become null)."""
+    if not rows:
+        return schema.empty_table()
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
