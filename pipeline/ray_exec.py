@@ -12,18 +12,35 @@ from typing import Any
 from pipeline.config import RayConfig
 
 
+# Ray resolves "127.0.0.1" to the host's interface address and binds its raylet, GCS and agents there.
+# Its single-machine switch (named for Windows/macOS) keeps every socket on loopback; it is read when Ray
+# is imported, and the processes a local Ray starts inherit it from this environment.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def use_loopback_only() -> None:
+    """Keep a local Ray on 127.0.0.1 (call before Ray starts; harmless when Ray is already imported)."""
+    os.environ.update(LOOPBACK_ENV)
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def ensure_ray(cfg: RayConfig) -> None:
     """Join `cfg.address` or RAY_ADDRESS when given; otherwise start a local Ray bound to 127.0.0.1."""
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        use_loopback_only()
     import ray
 
     if ray.is_initialized():
         return
     env = {"RAY_USAGE_STATS_ENABLED": "0"}
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": env})
         return
-    os.environ.update(env)
+    env.update(LOOPBACK_ENV)
     ray.init(
         num_cpus=cfg.num_cpus,
         include_dashboard=False,

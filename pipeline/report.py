@@ -16,6 +16,9 @@ from pipeline.io import RunLayout, write_json
 
 # Stages that take every record of the previous one and keep, drop or error each (in pipeline order).
 FILTER_STAGES = ["extract", "dedup", "classify"]
+# Stages that work on a sample or a copy (LLM labels, rewrites): each is conserved on its own units
+# (input == kept + dropped + errored) but does not remove documents from the corpus.
+SIDE_STAGES = ["annotate", "rewrite"]
 
 
 class ConservationError(RuntimeError):
@@ -95,7 +98,15 @@ def build_report(layout: RunLayout, extra: dict[str, Any] | None = None) -> dict
             problems.append(f"{stage}: input != kept + dropped + errored")
         stages[stage] = summary
         previous_kept, previous_stage = summary["kept"], stage
-    report: dict[str, Any] = {"stages": stages, "conserved": not problems, "problems": problems}
+    side: dict[str, Any] = {}
+    for stage in SIDE_STAGES:
+        shards = layout.shard_stats(stage)
+        if shards:
+            side[stage] = summarize_stage(stage, shards)
+            if not side[stage]["conserved"]:
+                problems.append(f"{stage}: input != kept + dropped + errored")
+    report: dict[str, Any] = {"stages": stages, "side_stages": side, "conserved": not problems,
+                              "problems": problems}
     if layout.report_path.exists():
         try:
             old = json.loads(layout.report_path.read_text())
@@ -111,7 +122,7 @@ def build_report(layout: RunLayout, extra: dict[str, Any] | None = None) -> dict
 
 def format_report(report: dict[str, Any]) -> str:
     rows = [("stage", "outcome", "reason", "count")]
-    for stage, summary in report.get("stages", {}).items():
+    for stage, summary in {**report.get("stages", {}), **report.get("side_stages", {})}.items():
         rows.append((stage, "input", "", str(summary["input"])))
         rows.append((stage, "kept", "", str(summary["kept"])))
         for outcome in ("dropped", "errored"):
@@ -121,7 +132,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = ["  ".join(cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i]) for i, cell in enumerate(row))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    for stage, summary in report.get("stages", {}).items():
+    for stage, summary in {**report.get("stages", {}), **report.get("side_stages", {})}.items():
         dropped = sum(summary["dropped"].values())
         errored = sum(summary["errored"].values())
         mark = "ok" if summary["conserved"] else "MISMATCH"
