@@ -96,6 +96,8 @@ EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 def _register_optional_commands() -> None:
     import importlib
 
+    if EXTRA_COMMANDS:  # already registered in this process
+        return
     for module_name in ("pipeline.dedup", "pipeline.annotate", "pipeline.llm.cli", "classifiers.cli",
                         "pipeline.classify", "pipeline.rewrite", "pipeline.run"):
         try:
