@@ -27,18 +27,30 @@ STAGE = "extract"
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
 
 
-class ExtractTimeout(Exception):
-    pass
+class ExtractTimeout(BaseException):
+    """Raised into the extraction when its time is up. A BaseException, like KeyboardInterrupt, because
+    trafilatura wraps parsing steps in `except Exception` and would otherwise swallow it and carry on."""
 
 
 @contextmanager
 def time_limit(seconds: float):
-    """Interrupt the body after `seconds` with ExtractTimeout (SIGALRM; main thread only, as Ray workers
-    run tasks). Off the main thread, the body runs unbounded."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """Interrupt the body with ExtractTimeout after `seconds`.
 
+    On the main thread (where Ray runs tasks) a one-shot SIGALRM timer raises it from the signal handler.
+    On any other thread a watchdog timer injects it asynchronously into that thread
+    (PyThreadState_SetAsyncExc). Both take effect between Python bytecodes, which is where trafilatura
+    spends its time; a single C call that never returned could not be interrupted this way.
+    """
+    if threading.current_thread() is threading.main_thread():
+        with _signal_time_limit(seconds):
+            yield
+    else:
+        with _thread_time_limit(seconds):
+            yield
+
+
+@contextmanager
+def _signal_time_limit(seconds: float):
     def on_alarm(signum, frame):
         raise ExtractTimeout(f"extraction exceeded {seconds}s")
 
@@ -51,10 +63,41 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextmanager
+def _thread_time_limit(seconds: float):
+    import ctypes
+
+    thread_id = threading.get_ident()
+    lock = threading.Lock()
+    state = {"active": True, "fired": False}
+
+    def fire() -> None:
+        with lock:
+            if state["active"]:
+                state["fired"] = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(ExtractTimeout))
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        with lock:
+            state["active"] = False
+            if state["fired"]:
+                # clear an injected exception that has not been raised yet, so it cannot escape later
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+
+
 def make_doc_id(record_id: str | None, url: str | None, payload: bytes) -> str:
     """Stable id: from the WARC record id (with the URL: some writers reuse one id for several records), or
-    from url + payload digest when the record has none."""
-    key = f"{record_id}\x00{url}" if record_id else f"{url}\x00{hashlib.sha1(payload).hexdigest()}"
+    from url + a digest of the payload's first 64 KiB when the record has none."""
+    if record_id:
+        key = f"{record_id}\x00{url}"
+    else:
+        key = f"{url}\x00{hashlib.sha1(memoryview(payload)[:65536]).hexdigest()}"
     return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
 
@@ -85,18 +128,23 @@ class Extractor:
         with time_limit(self.cfg.timeout_s):
             return trafilatura.extract(
                 html, url=url, include_comments=False, include_tables=self.cfg.include_tables,
-                favor_precision=self.cfg.favor_precision, deduplicate=False, with_metadata=False,
+                favor_precision=self.cfg.favor_precision, favor_recall=self.cfg.favor_recall, deduplicate=False,
+                with_metadata=False,
             )
 
     def process(self, record: RawRecord, source: str) -> Outcome:
-        doc_id = make_doc_id(record.record_id, record.url, record.block[:65536])
+        doc_id = make_doc_id(record.record_id, record.url, record.block)
         url = record.url
-        if record.record_type != "response":
-            return self._decision(doc_id, schemas.DROPPED, f"warc_{record.record_type}", url, source)
+        # a damaged record is errored whatever its type: its bytes cannot be trusted
+        if record.length_error:
+            return self._decision(doc_id, schemas.ERRORED, "warc_bad_content_length", url, source,
+                                  f"{source}@{record.offset}: {record.length_error}")
         if record.truncated:
             return self._decision(doc_id, schemas.ERRORED, "warc_truncated_record", url, source,
                                   f"{source}@{record.offset}: block has {len(record.block)} of "
                                   f"{record.content_length} bytes")
+        if record.record_type != "response":
+            return self._decision(doc_id, schemas.DROPPED, f"warc_{record.record_type}", url, source)
         if not (url or "").startswith(("http://", "https://")):
             return self._decision(doc_id, schemas.DROPPED, "not_http", url, source)
         response = parse_http_response(record.block)
@@ -213,6 +261,18 @@ def extract_warc(source: str, extract_cfg: ExtractConfig, input_cfg: InputConfig
     return stats.to_json()
 
 
+def check_langid_model(cfg: ExtractConfig) -> None:
+    """Fail before any task starts when the configured fastText LID model is not there (every task would
+    fail the same way)."""
+    from pathlib import Path
+
+    from pipeline.config import ConfigError
+
+    if cfg.langid_model != "py3langid" and not Path(cfg.langid_model).is_file():
+        raise ConfigError(f"extract.langid_model: no fastText language-ID model file at {cfg.langid_model} "
+                          "(give a local path to lid.176.bin / GlotLID's model.bin, or py3langid)")
+
+
 def run(cfg, *, quiet: bool = False) -> dict[str, Any]:
     """Extract every input WARC of `cfg` (a RunConfig) into `<cfg.out>/docs`, on Ray, resumable."""
     from pipeline.ray_exec import ray_map
@@ -223,6 +283,7 @@ def run(cfg, *, quiet: bool = False) -> dict[str, Any]:
         if not quiet:
             print(f"[{STAGE}] complete in {layout.root}, skipped")
         return {"skipped": True}
+    check_langid_model(cfg.extract)
     sources = resolve_warcs(cfg.input)
     started = time.perf_counter()
     results = ray_map(extract_warc, sources, cfg.extract, cfg.input, str(layout.root), cfg=cfg.ray,

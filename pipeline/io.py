@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -120,14 +121,46 @@ class TransientError(Exception):
     """An error worth retrying (HTTP 429/5xx, S3 SlowDown, a dropped connection)."""
 
 
+# HTTP answers worth retrying, and the S3 error codes that mean the same
+TRANSIENT_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+TRANSIENT_S3_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                                "ServiceUnavailable", "InternalError", "RequestLimitExceeded"})
+_TRANSIENT_MARKERS = ("SlowDown", "Service Unavailable", "Too Many Requests", "Connection reset",
+                      "ServerDisconnected", "ClientConnectorError", "ClientOSError", "ClientPayloadError",
+                      "Timeout", "timed out", "RemoteProtocolError", "ConnectError")
+_URL = re.compile(r"\S+://\S+")
+
+
+def _causes(exc: BaseException):
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, TransientError | ConnectionError | TimeoutError):
-        return True
-    text = f"{type(exc).__name__}: {exc}"
-    markers = ("SlowDown", "503", "502", "500 ", "504", "429", "Service Unavailable", "Too Many Requests",
-               "Connection reset", "ServerDisconnected", "ClientConnectorError", "ClientOSError",
-               "Timeout", "timed out", "RemoteProtocolError", "ConnectError")
-    return any(marker in text for marker in markers)
+    """Whether an error is worth retrying: HTTP 408/429/5xx, S3 SlowDown and friends, a dropped or
+    refused connection, a timeout. The chain of causes is searched because fsspec's HTTP filesystem
+    reports any failed status, 503 included, as FileNotFoundError(url) raised from the HTTP error.
+    An HTTP status found in the chain decides; message text is only a fallback, with URLs removed
+    (a port or path may hold "503")."""
+    for error in _causes(exc):
+        if isinstance(error, TransientError | ConnectionError | TimeoutError):
+            return True
+        status = getattr(error, "status", None)
+        if isinstance(status, int) and 100 <= status < 600:
+            return status in TRANSIENT_HTTP_STATUS
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):  # botocore ClientError
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code or status:
+                return code in TRANSIENT_S3_CODES or status in TRANSIENT_HTTP_STATUS
+        text = _URL.sub("", f"{type(error).__name__}: {error}")
+        if any(marker in text for marker in _TRANSIENT_MARKERS):
+            return True
+    return False
 
 
 def retry(call: Callable[[], T], *, attempts: int, backoff_s: float, what: str,

@@ -98,6 +98,7 @@ SCORED = pa.schema(
     ]
 )
 
+# rewrite: one row per (source document, style) whose rewrite passed every check; `doc_id` is the source's.
 SYNTHETIC = pa.schema(
     [
         pa.field("synthetic_id", pa.string(), nullable=False),
@@ -109,7 +110,10 @@ SYNTHETIC = pa.schema(
         pa.field("sampling_params", pa.string()),
         pa.field("n_chunks", pa.int32()),
         pa.field("text", pa.string()),
-        pa.field("prompt_tokens", pa.int32()),
+        pa.field("language", pa.string()),  # the source's, which the rewrite was checked to match
+        pa.field("quality_prob", pa.float32()),  # the source's score that routed it to this style
+        pa.field("source_tokens", pa.int32()),  # the source chunks' tokens (see rewrite.tokenizer)
+        pa.field("prompt_tokens", pa.int32()),  # summed over the chunks' requests, as the server counted
         pa.field("completion_tokens", pa.int32()),
     ]
 )

@@ -30,6 +30,8 @@ class RawRecord:
     block: bytes
     content_length: int
     headers: dict[str, str] = field(default_factory=dict)
+    # set when the record's Content-Length disagrees with where its block really ends
+    length_error: str | None = None
 
     @property
     def truncated(self) -> bool:
@@ -103,37 +105,96 @@ def _next_boundary(handle, start: int, gzipped: bool, chunk: int = 1 << 20) -> i
         position += chunk
 
 
+def _raw_record(record) -> RawRecord:
+    headers = dict(record.headers)
+    return RawRecord(
+        record_type=_record_type_name(record.record_type),
+        record_id=headers.get("WARC-Record-ID", "").strip(),
+        url=_clean_uri(headers.get("WARC-Target-URI")),
+        date=headers.get("WARC-Date"),
+        offset=record.stream_pos,
+        block=record.reader.read(),
+        content_length=record.content_length,
+        headers=headers,
+    )
+
+
+def _check_length(handle, record: RawRecord, gzipped: bool, region_end: int | None) -> tuple[str | None, int | None]:
+    """Re-read the last record before a parse failure to tell whether the record itself is at fault (its
+    Content-Length does not match where its block really ends, so the reader ran into, or stopped short
+    of, the next record) or the damage starts after it.
+
+    Returns (what is wrong with the record or None, the file offset where the record ends when known)."""
+    margin = 1 << 16
+    handle.seek(record.offset)
+    limit = record.content_length + margin  # bounded: never the rest of a large file
+    if region_end is not None:
+        limit = min(limit, max(region_end - record.offset, 0))
+    raw = handle.read(limit)
+    member_size = None
+    if gzipped:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            data = inflater.decompress(raw, record.content_length + margin)
+        except zlib.error:
+            data = b""
+        if inflater.eof:
+            member_size = len(raw) - len(inflater.unused_data)
+    else:
+        data = raw
+    header_end = data.find(b"\r\n\r\n")
+    if header_end == -1:
+        return None, None  # cannot tell: the damage is reported as starting after the record
+    block_end = header_end + 4 + record.content_length
+    if data[block_end: block_end + 4] != b"\r\n\r\n":
+        problem = f"Content-Length {record.content_length} does not match the record"
+        if data.endswith(b"\r\n\r\n") and len(data) < block_end:
+            problem += f", whose block is {len(data) - header_end - 8} bytes"
+        return problem, None
+    if not gzipped:
+        return None, record.offset + block_end + 4
+    # per-record gzip: the member ends with the record; whole-file gzip: the end offset is not addressable
+    per_record = member_size is not None and len(data) == block_end + 4
+    return None, (record.offset + member_size) if per_record else None
+
+
 def iter_warc(path: str | Path) -> Iterator[RawRecord | WarcDamage]:
-    """Yield every record of a WARC file (gzip or not), and a WarcDamage for each unreadable region."""
+    """Yield every record of a WARC file (gzip or not), and a WarcDamage for each unreadable region.
+
+    A record is held back until the next one parses: when parsing fails right after it, its own
+    Content-Length may be the cause (a length that lies makes the reader run into, or stop short of, the
+    next record), so it is re-checked and yielded with `length_error` set instead of passing as good."""
     with open(path, "rb") as handle:
         gzipped = handle.read(2) == b"\x1f\x8b"
-        handle.seek(0)
         position = 0
         while True:
             handle.seek(position)
-            last_offset = position - 1
+            held: RawRecord | None = None
             try:
                 for record in ArchiveIterator(handle, parse_http=False, record_types=WarcRecordType.any_type):
-                    last_offset = record.stream_pos
-                    headers = dict(record.headers)
-                    block = record.reader.read()
-                    yield RawRecord(
-                        record_type=_record_type_name(record.record_type),
-                        record_id=headers.get("WARC-Record-ID", "").strip(),
-                        url=_clean_uri(headers.get("WARC-Target-URI")),
-                        date=headers.get("WARC-Date"),
-                        offset=record.stream_pos,
-                        block=block,
-                        content_length=record.content_length,
-                        headers=headers,
-                    )
+                    current = _raw_record(record)
+                    if held is not None:
+                        yield held
+                    held = current
+                if held is not None:
+                    yield held
                 return
             except OSError as exc:
-                resume = _next_boundary(handle, last_offset + 1, gzipped)
-                yield WarcDamage(offset=max(last_offset, position), resumed_at=resume, message=str(exc))
-                if resume is None or resume <= position:
-                    return
-                position = resume
+                message = str(exc)
+            resume = _next_boundary(handle, (held.offset if held else position) + 1, gzipped)
+            if held is None:
+                yield WarcDamage(offset=position, resumed_at=resume, message=message)
+            else:
+                problem, held_end = _check_length(handle, held, gzipped, resume)
+                held.length_error = problem
+                yield held
+                if problem is None:
+                    # the record is sound: the unreadable bytes start where it ends
+                    yield WarcDamage(offset=held_end if held_end is not None else held.offset,
+                                     resumed_at=resume, message=message)
+            if resume is None or resume <= position:
+                return
+            position = resume
 
 
 def _dechunk(body: bytes) -> bytes:
@@ -210,10 +271,13 @@ def decode_html(body: bytes, http_charset: str | None) -> tuple[str, str]:
         return body.decode("utf-8", errors="replace"), "utf-8"
 
 
+# C0 control characters other than tab, newlines and form feed, and U+FFFD (undecodable bytes)
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0e-\x1f\ufffd]")
+
+
 def looks_binary(text: str) -> bool:
     """True for bytes that are not text (images, archives) served as text/html."""
     sample = text[:4096]
     if not sample:
         return False
-    control = sum(1 for ch in sample if (ord(ch) < 32 and ch not in "\t\n\r\f") or ch == "\ufffd")
-    return control / len(sample) > 0.05
+    return len(_NOT_TEXT.findall(sample)) / len(sample) > 0.05

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_WARCS = ROOT / "data" / "sample" / "warc"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# Keep every Ray socket on 127.0.0.1 (see pipeline.ray_exec.LOOPBACK_ENV); must precede `import ray`.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
@@ -30,3 +32,67 @@ def ray_local():
 @pytest.fixture
 def sample_warcs() -> list[str]:
     return sorted(str(p) for p in SAMPLE_WARCS.iterdir() if p.name.endswith((".warc.gz", ".warc")))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny random-weight Llama built locally (tokenizer trained on local text), once per session."""
+    from pipeline.llm.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir, tmp_path_factory):
+    """One real vLLM OpenAI server (CPU build) on 127.0.0.1 serving the tiny model, shared by every test that
+    needs it: ~20-30 s to start and ~3.3 GB RSS, so it is started once and stopped (with its process group)
+    at the end of the session."""
+    from pipeline.llm.server import VLLMServer
+
+    server = VLLMServer(tiny_model_dir, log_path=tmp_path_factory.mktemp("vllm") / "server.log")
+    with server:
+        yield server
+
+
+# --- extract: loopback Common Crawl servers (helpers in tests/servers.py) ---
+
+
+@pytest.fixture(scope="session")
+def cc_tree(tmp_path_factory):
+    """A Common-Crawl-shaped tree (crawl-data/CC-MAIN-2024-33/warc.paths.gz + WARCs) of the bundled WARCs.
+    Returns (root, listed relative paths)."""
+    from servers import build_cc_tree
+
+    root = tmp_path_factory.mktemp("cc-tree")
+    warcs = sorted(p for p in SAMPLE_WARCS.iterdir() if p.name.endswith(".warc.gz"))
+    return root, build_cc_tree(root, warcs)
+
+
+@pytest.fixture(scope="session")
+def _cc_http_session(cc_tree):
+    from servers import CCHttpServer
+
+    server = CCHttpServer(cc_tree[0]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cc_http(_cc_http_session):
+    """The loopback HTTP server over `cc_tree`, with its request log and failure injection reset."""
+    _cc_http_session.reset()
+    yield _cc_http_session
+    _cc_http_session.reset()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(cc_tree):
+    """moto's S3 server on 127.0.0.1 holding `cc_tree` in bucket `commoncrawl-test`."""
+    from servers import MotoS3Server
+
+    server = MotoS3Server().start()
+    try:
+        server.upload_tree("commoncrawl-test", cc_tree[0])
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,204 @@
+"""Labelled documents for distillation, from the pipeline's labels/ (LLM teacher) or a user's JSONL file.
+
+Both sources end as the same `LabelSet`: one `LabelledDoc` per document with its text, its quality score
+(0-5, or a 0/1 label), and its topics, plus counts of what was skipped and why, and the teacher's
+provenance (models, prompt ids and hashes) for the model card.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import schemas
+
+
+class LabelsError(ValueError):
+    """Labels that cannot be read; the message names the file, line or column."""
+
+
+@dataclass
+class LabelledDoc:
+    doc_id: str
+    text: str
+    quality_score: float | None = None  # teacher score 0-5 (mean when labelled more than once)
+    is_positive: bool | None = None  # the binary quality label; None when the doc has no quality label
+    topics: list[str] | None = None  # None when the doc has no topics label; [] means "no topic applies"
+
+
+@dataclass
+class LabelSet:
+    docs: list[LabelledDoc]
+    source: str
+    skipped: Counter = field(default_factory=Counter)
+    teacher_models: list[str] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # {task, prompt_id, prompt_hash}
+    label_threshold: float = 3
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "documents": len(self.docs),
+            "quality_labels": sum(d.is_positive is not None for d in self.docs),
+            "topic_labels": sum(d.topics is not None for d in self.docs),
+            "skipped": dict(sorted(self.skipped.items())),
+        }
+
+
+def parquet_files_under(folder: str | Path) -> list[Path]:
+    """Every Parquet file under `folder` (sorted; temp files of interrupted writes, `.name`, excluded)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LabelsError(f"not a folder: {folder}")
+    return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def _read_label_rows(labels_dir: str | Path) -> pa.Table:
+    files = parquet_files_under(labels_dir)
+    if not files:
+        raise LabelsError(f"no Parquet files in {labels_dir} (expected annotate's labels/ with the LABELS schema)")
+    needed = ["doc_id", "task", "prompt_id", "prompt_hash", "model", "quality_score", "topics", "error"]
+    tables = []
+    for path in files:
+        names = set(pq.read_schema(path).names)
+        missing = [c for c in ("doc_id", "task") if c not in names]
+        if missing:
+            raise LabelsError(f"{path}: not a labels file, missing column(s) {missing}")
+        table = pq.read_table(path, columns=[c for c in needed if c in names])
+        for name in needed:
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(table.num_rows, schemas.LABELS.field(name).type))
+        tables.append(table.select(needed).cast(pa.schema([schemas.LABELS.field(n) for n in needed])))
+    return pa.concat_tables(tables)
+
+
+def read_texts(docs_dir: str | Path, doc_ids: set[str]) -> dict[str, str]:
+    """Texts of `doc_ids` from a docs/ or unique/ folder, reading only those two columns file by file."""
+    files = parquet_files_under(docs_dir)
+    if not files:
+        raise LabelsError(f"no Parquet files in {docs_dir} (expected docs/ or unique/)")
+    wanted = pa.array(sorted(doc_ids), pa.string())
+    texts: dict[str, str] = {}
+    for path in files:
+        table = pq.read_table(path, columns=["doc_id", "text"])
+        table = table.filter(pc.is_in(table.column("doc_id"), value_set=wanted))
+        texts.update(zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()))
+    return texts
+
+
+def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshold: float) -> LabelSet:
+    """Join labels/ rows (schemas.LABELS) to their documents' text by doc_id.
+
+    Rows with an error are skipped (`label_error`), as are labels whose document is not in `docs_dir`
+    (`missing_doc`) and tasks other than quality/topics (`unknown_task`). A document labelled more than once
+    gets the mean quality score and the union of its topics.
+    """
+    rows = _read_label_rows(labels_dir).to_pylist()
+    skipped: Counter = Counter()
+    scores: dict[str, list[float]] = defaultdict(list)
+    topics: dict[str, set[str]] = {}
+    # provenance per document, so the card names only the teachers and prompts of labels actually used
+    models: dict[str, set[str]] = defaultdict(set)
+    prompts: dict[str, set[tuple[str, str | None, str | None]]] = defaultdict(set)
+    for row in rows:
+        if row["error"] is not None:
+            skipped["label_error"] += 1
+            continue
+        task = row["task"]
+        if task == "quality":
+            if row["quality_score"] is None:
+                skipped["quality_score_missing"] += 1
+                continue
+            scores[row["doc_id"]].append(float(row["quality_score"]))
+        elif task == "topics":
+            topics.setdefault(row["doc_id"], set()).update(t for t in (row["topics"] or []) if t)
+        else:
+            skipped["unknown_task"] += 1
+            continue
+        if row["model"]:
+            models[row["doc_id"]].add(row["model"])
+        prompts[row["doc_id"]].add((task, row["prompt_id"], row["prompt_hash"]))
+    ids = set(scores) | set(topics)
+    texts = read_texts(docs_dir, ids)
+    docs: list[LabelledDoc] = []
+    used_models: set[str] = set()
+    used_prompts: set[tuple[str, str | None, str | None]] = set()
+    for doc_id in sorted(ids):
+        if doc_id not in texts:
+            skipped["missing_doc"] += len(scores.get(doc_id, [])) + (doc_id in topics)
+            continue
+        used_models |= models[doc_id]
+        used_prompts |= prompts[doc_id]
+        score = sum(scores[doc_id]) / len(scores[doc_id]) if doc_id in scores else None
+        docs.append(LabelledDoc(
+            doc_id=doc_id, text=texts[doc_id] or "", quality_score=score,
+            is_positive=None if score is None else score >= label_threshold,
+            topics=sorted(topics[doc_id]) if doc_id in topics else None,
+        ))
+    return LabelSet(
+        docs=docs, source=f"labels: {labels_dir}; docs: {docs_dir}", skipped=skipped,
+        teacher_models=sorted(used_models), label_threshold=label_threshold,
+        prompts=[{"task": t, "prompt_id": i, "prompt_hash": h} for t, i, h in sorted(used_prompts, key=str)],
+    )
+
+
+def parse_jsonl_label(line: str, where: str, label_threshold: float, index: int) -> LabelledDoc:
+    """One user label: {"text": ..., "label": 0|1} or {"text": ..., "score": 0-5}, optional "id"/"doc_id"
+    and "topics". Raises LabelsError naming `where` (file:line) and the problem."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise LabelsError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise LabelsError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise LabelsError(f"{where}: missing string field 'text'")
+    doc_id = str(obj.get("doc_id") or obj.get("id") or f"line-{index:08d}")
+    score: float | None = None
+    positive: bool | None = None
+    if "label" in obj and obj["label"] is not None:
+        if obj["label"] not in (0, 1):
+            raise LabelsError(f"{where}: 'label' must be 0 or 1, got {obj['label']!r}")
+        positive = bool(obj["label"])
+    elif "score" in obj and obj["score"] is not None:
+        value = obj["score"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 5:
+            raise LabelsError(f"{where}: 'score' must be a number from 0 to 5, got {value!r}")
+        score = float(value)
+        positive = score >= label_threshold
+    topics = obj.get("topics")
+    if topics is not None and not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
+        raise LabelsError(f"{where}: 'topics' must be a list of strings, got {topics!r}")
+    if positive is None and topics is None:
+        raise LabelsError(f"{where}: needs 'label' (0/1), 'score' (0-5) or 'topics'")
+    return LabelledDoc(doc_id=doc_id, text=text, quality_score=score, is_positive=positive,
+                       topics=sorted(set(topics)) if topics is not None else None)
+
+
+def load_jsonl_labels(path: str | Path, label_threshold: float) -> LabelSet:
+    """Labels a user brings (human or any other source), one JSON object per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabelsError(f"labels file not found: {path}")
+    docs: list[LabelledDoc] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            doc = parse_jsonl_label(line, f"{path}:{number}", label_threshold, number)
+            if doc.doc_id in seen:
+                raise LabelsError(f"{path}:{number}: duplicate id {doc.doc_id!r}")
+            seen.add(doc.doc_id)
+            docs.append(doc)
+    if not docs:
+        raise LabelsError(f"{path}: no labels (empty file)")
+    return LabelSet(docs=docs, source=f"labels-jsonl: {path}", teacher_models=[f"user labels ({path.name})"],
+                    label_threshold=label_threshold)

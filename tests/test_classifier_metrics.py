@@ -1,0 +1,89 @@
+"""The evaluation metrics against hand-computed values, and the one normalisation."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+from classifiers import evaluate
+from classifiers.normalize import normalize_text
+from classifiers.distil import stratified_split, topic_label_map
+
+
+def test_roc_auc_matches_pair_counting_with_ties():
+    labels = [1, 0, 1, 0, 1, 0]
+    scores = [0.9, 0.9, 0.7, 0.2, 0.1, 0.3]
+    # pairs (pos, neg): 9; pos beats neg in: 0.9>0.2,0.3 (2) + tie 0.9=0.9 (0.5); 0.7>0.9? no, >0.2,0.3 (2);
+    # 0.1 beats none -> 4.5 / 9
+    assert evaluate.roc_auc(labels, scores) == pytest.approx(4.5 / 9)
+    assert evaluate.roc_auc([1, 1, 0], [0.8, 0.6, 0.1]) == 1.0
+    assert evaluate.roc_auc([1, 1], [0.8, 0.6]) is None
+
+
+def test_confusion_and_f1_at_threshold():
+    m = evaluate.quality_metrics([1, 1, 0, 0, 1], [0.9, 0.4, 0.6, 0.1, 0.5], threshold=0.5)
+    assert m["confusion"] == {"tp": 2, "fp": 1, "fn": 1, "tn": 1}
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3) and m["keep_rate"] == pytest.approx(3 / 5)
+
+
+def test_ece_is_zero_when_calibrated_and_measures_the_gap():
+    # bin [0.2,0.3): mean 0.25, positive rate 1/4 -> 0 gap; bin [0.7,0.8): 0.75 vs 3/4 -> 0
+    assert evaluate.expected_calibration_error([1, 0, 0, 0, 1, 1, 1, 0], [0.25] * 4 + [0.75] * 4) == pytest.approx(0)
+    # everything predicted 0.9, nothing positive: the gap is 0.9
+    assert evaluate.expected_calibration_error([0, 0], [0.9, 0.9]) == pytest.approx(0.9)
+    # a probability of exactly 1.0 lands in the last bin rather than out of range
+    assert evaluate.expected_calibration_error([1], [1.0]) == pytest.approx(0)
+
+
+def test_choose_threshold_for_each_target():
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0])
+    scores = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.1])
+    # keep rate 0.25 -> the 2nd highest score
+    assert evaluate.choose_threshold(labels, scores, "keep_rate", 0.25) == pytest.approx(0.9)
+    # precision 1.0: the lowest threshold with no false positive is 0.8 (0.7 is a negative)
+    assert evaluate.choose_threshold(labels, scores, "precision", 1.0) == pytest.approx(0.8)
+    # best F1: at 0.6 (tp 4, fp 1: F1 8/9) beats 0.8 (tp 3: F1 6/7)
+    assert evaluate.choose_threshold(labels, scores, "f1", 0.5) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="unknown threshold target"):
+        evaluate.choose_threshold(labels, scores, "accuracy", 0.5)
+
+
+def test_topic_agreement_per_topic():
+    truth = [{"Science"}, {"Science", "Health"}, set(), {"Health"}]
+    probs = [{"Science": 0.9, "Health": 0.1}, {"Science": 0.2, "Health": 0.8}, {"Science": 0.6, "Health": 0.1},
+             {"Science": 0.1, "Health": 0.7}]
+    per_topic = evaluate.topic_agreement(truth, probs, ["Health", "Science"])
+    assert per_topic["Health"]["agreement"] == 1.0 and per_topic["Health"]["support"] == 2
+    # Science: doc 2 missed, doc 3 a false positive -> 2 of 4 agree
+    assert per_topic["Science"]["agreement"] == 0.5
+    assert per_topic["Science"]["precision"] == 0.5 and per_topic["Science"]["recall"] == 0.5
+    assert evaluate.summarize_topics(per_topic)["macro_agreement"] == pytest.approx(0.75)
+
+
+def test_stratified_split_is_seeded_stratified_and_never_takes_a_whole_class():
+    strata = [1] * 30 + [0] * 10 + [2] * 2
+    rest, part = stratified_split(strata, 0.2, seed=7)
+    assert sorted(rest + part) == list(range(len(strata)))
+    assert [strata[i] for i in part].count(1) == 6 and [strata[i] for i in part].count(0) == 2
+    assert [strata[i] for i in part].count(2) == 1  # a class of two gives one to each side
+    assert stratified_split(strata, 0.2, seed=7) == (rest, part)
+    assert stratified_split(strata, 0.2, seed=8) != (rest, part)
+
+
+def test_normalization_is_one_line_and_keeps_tokens():
+    text = "Title\r\n\nFirst  line\twith tab\n  last line  "
+    normalized = normalize_text(text)
+    assert "\n" not in normalized
+    # exactly what plain fastText / datatrove (newline_replacement=" ") users do, so the same tokens
+    assert normalized == text.replace("\n", " ")
+    assert normalized.split() == ["Title", "First", "line", "with", "tab", "last", "line"]
+    assert normalize_text(None) == "" and normalize_text(" \n\t ") == ""
+
+
+def test_topic_labels_are_fasttext_safe_and_unique():
+    mapping = topic_label_map(["Science & Tech.", "science-tech", "Health"])
+    assert set(mapping.values()) == {"Science & Tech.", "science-tech", "Health"}
+    assert all(label.startswith("__label__") and " " not in label for label in mapping)
+    assert len(set(mapping)) == 3

@@ -1,0 +1,219 @@
+"""The classify stage on Ray: scores for every document, keep/drop decisions with reasons, the kept corpus as
+sharded Parquet with a manifest and a card, re-thresholding from stored scores, conservation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from classifiers.distil import distil
+from classifiers.extraction_benchmark import as_teacher_labels, labelled_texts, load_pages, write_teacher_run
+from classifiers.labels import load_llm_labels
+from pipeline import classify, schemas
+from pipeline.config import DistilConfig, load_config
+from pipeline.io import RunLayout, read_dataset, write_json, write_parquet
+from pipeline.report import ShardStats, build_report
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "data" / "extraction-benchmark"
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher")
+    write_teacher_run(root, labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:40]))
+    distil(load_llm_labels(root / "labels", root / "docs", 3), DistilConfig(bucket=50000, dim=32),
+           root / "classifier", quiet=True)
+    return root / "classifier"
+
+
+@pytest.fixture(scope="module")
+def corpus_docs():
+    """Documents of pages the classifier never saw, plus one without text."""
+    items = labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[40:])
+    docs, _ = as_teacher_labels(items)
+    docs.append({"doc_id": "empty-doc", "url": "https://benchmark.invalid/empty", "text": "", "n_chars": 0})
+    return docs
+
+
+def _write_inputs(folder: Path, docs: list[dict], schema, n_files: int = 3) -> None:
+    size = math.ceil(len(docs) / n_files)
+    for i in range(n_files):
+        write_parquet(schemas.from_rows(docs[i * size:(i + 1) * size], schema), folder / f"part-{i}.parquet", schema)
+
+
+def _cfg(root: Path, classifier: Path, *overrides: str):
+    return load_config(None, [f"out={root}", f"classify.classifier={classifier}", "classify.num_actors=2",
+                              "classify.batch_size=64", *overrides])
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory, ray_local, classifier_dir, corpus_docs):
+    root = tmp_path_factory.mktemp("classified")
+    _write_inputs(root / "docs", corpus_docs, schemas.DOCS)
+    cfg = _cfg(root, classifier_dir, "classify.rows_per_file=40")
+    result = classify.run(cfg, root / "docs", quiet=True)
+    return root, cfg, result
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "corpus" / "_manifest.json").read_text())
+
+
+def test_every_document_scored_and_decided(classified, corpus_docs, classifier_dir):
+    root, _, result = classified
+    layout = RunLayout(root)
+    scores = read_dataset(layout.dataset("scores"), schemas.SCORED)
+    assert sorted(scores.column("doc_id").to_pylist()) == sorted(d["doc_id"] for d in corpus_docs)
+    by_id = {row["doc_id"]: row for row in scores.to_pylist()}
+    assert by_id["empty-doc"]["quality_prob"] is None
+    threshold = yaml.safe_load((classifier_dir / "config.yaml").read_text())["quality"]["decision_threshold"]
+    assert result["threshold"] == pytest.approx(threshold)
+    for row in by_id.values():
+        if row["doc_id"] != "empty-doc":
+            assert 0 <= row["quality_prob"] <= 1
+            assert 1 <= len(row["topics"]) == len(row["topic_probs"]) <= 3
+            assert row["topic_probs"] == sorted(row["topic_probs"], reverse=True)
+        assert row["dup_cluster_id"] is None  # read from docs/: dedup's columns are null
+    decisions = read_dataset(layout.decisions("classify"), schemas.DECISIONS).to_pylist()
+    reasons = {d["doc_id"]: d["reason"] for d in decisions}
+    assert reasons.pop("empty-doc") == "no_text"
+    below = {i for i, row in by_id.items() if row["quality_prob"] is not None and row["quality_prob"] < threshold}
+    assert set(reasons) == below and set(reasons.values()) == {"below_quality"}
+    assert all(d["stage"] == "classify" and d["outcome"] == "dropped" for d in decisions)
+    assert result["kept"] == len(corpus_docs) - len(below) - 1
+    # the held-out pages are article text and boilerplate: some of each side
+    assert 0.2 < result["kept"] / len(corpus_docs) < 0.8
+
+
+def test_conservation_in_the_run_report(classified, corpus_docs):
+    root, _, result = classified
+    report = build_report(RunLayout(root))
+    stage = report["stages"]["classify"]
+    assert report["conserved"] and stage["conserved"]
+    assert stage["input"] == len(corpus_docs) and stage["kept"] == result["kept"]
+    assert stage["dropped"] == {"below_quality": result["below_quality"], "no_text": 1}
+    assert stage["shards"] == 3
+
+
+def test_corpus_is_sharded_parquet_with_manifest_and_card(classified):
+    root, _, result = classified
+    corpus = root / "corpus"
+    manifest = _manifest(root)
+    names = [f["file"] for f in manifest["files"]]
+    assert names == [f"part-{i:05d}.parquet" for i in range(math.ceil(result["kept"] / 40))]
+    assert sorted(p.name for p in corpus.glob("*.parquet")) == names
+    assert not list(corpus.glob(".*"))  # no temporary files left
+    assert manifest["rows"] == result["kept"] == sum(f["rows"] for f in manifest["files"])
+    for entry in manifest["files"]:
+        path = corpus / entry["file"]
+        assert entry["rows"] <= 40 and pq.ParquetFile(path).metadata.num_rows == entry["rows"]
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert pq.read_schema(path).equals(schemas.SCORED, check_metadata=False)
+        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+    card = (corpus / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["quality_threshold"] == pytest.approx(result["threshold"])
+    assert header["rows"] == result["kept"] and header["stages"]["classify"]["kept"] == result["kept"]
+    assert header["classifier"]["teacher"] == ["extraction-benchmark-ground-truth"]
+    assert "quality_prob" in card and "## Schema" in card
+
+
+def test_corpus_reads_with_datasets_and_duckdb(classified):
+    import datasets
+    import duckdb
+
+    root, _, result = classified
+    pattern = str(root / "corpus" / "part-*.parquet")
+    dataset = datasets.load_dataset("parquet", data_files=pattern, split="train",
+                                    cache_dir=str(root / ".hf-cache"))
+    assert dataset.num_rows == result["kept"]
+    assert set(dataset.column_names) == set(schemas.SCORED.names)
+    count, lowest = duckdb.sql(f"SELECT count(*), min(quality_prob) FROM read_parquet('{pattern}')").fetchall()[0]
+    assert count == result["kept"] and lowest >= result["threshold"] - 1e-6
+
+
+def test_rethreshold_rewrites_decisions_and_corpus_without_the_model(classified, tmp_path):
+    root, cfg, result = classified
+    layout = RunLayout(root)
+    scores_before = {p.name: p.stat().st_mtime_ns for p in layout.dataset("scores").glob("*.parquet")}
+    classifier = Path(cfg.classify.classifier)
+    hidden = tmp_path / "moved-away"
+    classifier.rename(hidden)  # the model is not available: re-deciding must not need it
+    try:
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "classify", "--out", str(root),
+                               "--rethreshold", "0.9"], capture_output=True, text=True)
+    finally:
+        hidden.rename(classifier)
+    assert done.returncode == 0, done.stderr
+    assert "conservation classify" in done.stdout
+    scores = read_dataset(layout.dataset("scores"), schemas.SCORED).to_pylist()
+    expected = sorted(r["doc_id"] for r in scores if r["quality_prob"] is not None and r["quality_prob"] >= 0.9)
+    corpus = read_dataset(layout.dataset("corpus"), schemas.SCORED)
+    assert sorted(corpus.column("doc_id").to_pylist()) == expected
+    assert 0 < len(expected) < result["kept"]
+    decisions = read_dataset(layout.decisions("classify"), schemas.DECISIONS)
+    assert decisions.num_rows == len(scores) - len(expected)
+    assert {p.name: p.stat().st_mtime_ns for p in layout.dataset("scores").glob("*.parquet")} == scores_before
+    assert build_report(layout)["stages"]["classify"]["kept"] == len(expected)
+    assert yaml.safe_load((root / "corpus" / "README.md").read_text().split("---")[1])["quality_threshold"] == 0.9
+    # back to the card's threshold: the same corpus as the first run, byte for byte
+    first = classify.run(cfg, root / "docs", quiet=True)
+    assert first["scored_now"] == 0  # stored scores reused
+    assert first["files"] == result["files"]
+
+
+def test_rethreshold_without_scores_says_what_to_do(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "classify", "--out", str(tmp_path),
+                           "--rethreshold", "0.5"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no stored scores" in done.stderr
+
+
+def test_byte_target_splits_files(tmp_path, ray_local, classifier_dir, corpus_docs):
+    _write_inputs(tmp_path / "docs", corpus_docs, schemas.DOCS, n_files=2)
+    cfg = _cfg(tmp_path, classifier_dir, "classify.bytes_per_file=40000", "classify.threshold=0.0")
+    result = classify.run(cfg, tmp_path / "docs", quiet=True)
+    files = _manifest(tmp_path)["files"]
+    assert result["kept"] == len(corpus_docs) - 1  # threshold 0 keeps everything with text
+    assert len(files) >= 2 and sum(f["rows"] for f in files) == result["kept"]
+    # every file but the last reached the target; the overshoot is at most a row group plus the footer
+    assert all(40000 <= f["bytes"] <= 40000 * 1.5 for f in files[:-1]), files
+    assert files[-1]["bytes"] <= 40000 * 1.5
+
+
+def test_unique_input_keeps_dedup_columns_and_matches_the_previous_stage(tmp_path, ray_local, classifier_dir,
+                                                                          corpus_docs):
+    unique = [{**d, "dup_cluster_id": f"c-{i}", "dup_cluster_size": 1 + i % 2, "lines_removed": 0}
+              for i, d in enumerate(corpus_docs)]
+    _write_inputs(tmp_path / "unique", unique, schemas.UNIQUE, n_files=2)
+    # the dedup stage's stats: its kept count is what classify must read
+    layout = RunLayout(tmp_path)
+    write_json(ShardStats(stage="dedup", shard="all", source="docs", input=len(unique) + 5, kept=len(unique),
+                          dropped={"exact_duplicate": 5}).to_json(), layout.marker("dedup", "all"))
+    write_json({"stage": "dedup"}, layout.stage_marker("dedup"))
+    result = classify.run(_cfg(tmp_path, classifier_dir), quiet=True)  # default input: <out>/unique
+    corpus = read_dataset(layout.dataset("corpus"), schemas.SCORED).to_pylist()
+    assert len(corpus) == result["kept"] and all(r["dup_cluster_id"].startswith("c-") for r in corpus)
+    report = build_report(layout)
+    assert report["conserved"] and report["stages"]["classify"]["input"] == report["stages"]["dedup"]["kept"]
+
+
+def test_a_different_classifier_rescores_the_same_classifier_does_not(tmp_path, ray_local, classifier_dir,
+                                                                        corpus_docs):
+    _write_inputs(tmp_path / "docs", corpus_docs[:60], schemas.DOCS, n_files=2)
+    first = classify.run(_cfg(tmp_path, classifier_dir), tmp_path / "docs", quiet=True)
+    again = classify.run(_cfg(tmp_path, classifier_dir), tmp_path / "docs", quiet=True)
+    assert (first["scored_now"], again["scored_now"]) == (2, 0)
+    other = tmp_path / "other-classifier"
+    shutil.copytree(classifier_dir, other)
+    (other / "config.yaml").write_text((other / "config.yaml").read_text() + "# another model\n")
+    changed = classify.run(_cfg(tmp_path, other), tmp_path / "docs", quiet=True)
+    assert changed["scored_now"] == 2

@@ -1,0 +1,193 @@
+"""`curate distil` on labels in the LABELS schema (as annotate writes them) and on a user's JSONL file: what
+is skipped and counted, the artifact folder and its card, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from classifiers.distil import DistilError, distil
+from classifiers.extraction_benchmark import (ARTICLE_TOPIC, BOILERPLATE_TOPIC, labelled_texts, load_pages,
+                                              write_teacher_run)
+from classifiers.labels import LabelsError, load_jsonl_labels, load_llm_labels, parse_jsonl_label
+from pipeline import schemas
+from pipeline.config import DistilConfig
+from pipeline.io import write_parquet
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "data" / "extraction-benchmark"
+SMALL = ["--set", "distil.bucket=50000", "--set", "distil.dim=32"]
+
+
+def curate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    """docs/ and labels/ of 30 benchmark pages; every 10th quality label is an annotation error, and one
+    label points at a document that is not in docs/."""
+    root = tmp_path_factory.mktemp("run")
+    pages = sorted(load_pages(BENCHMARK))[:30]
+    docs, labels = write_teacher_run(root, labelled_texts(BENCHMARK, page_ids=pages), errors_every=10, docs_files=2)
+    orphan = {"doc_id": "not-in-docs", "task": "quality", "quality_score": 5, "model": "m"}
+    labels.append(orphan)
+    write_parquet(schemas.from_rows([orphan], schemas.LABELS), root / "labels" / "part-1.parquet", schemas.LABELS)
+    return root, docs, labels
+
+
+@pytest.fixture(scope="module")
+def artifact(teacher_run):
+    root, _, _ = teacher_run
+    out = root / "classifier"
+    done = curate("distil", "--labels", str(root / "labels"), "--docs", str(root / "docs"), "--out", str(out), *SMALL)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_errors_and_missing_docs_are_skipped_and_counted(teacher_run, artifact):
+    _, docs, labels = teacher_run
+    metrics = json.loads((artifact / "metrics.json").read_text())
+    errors = sum(1 for row in labels if row.get("error"))
+    assert metrics["labels"]["skipped"] == {"label_error": errors, "missing_doc": 1}
+    assert metrics["labels"]["quality_labels"] == len(docs) - errors
+    assert metrics["labels"]["topic_labels"] == len(docs)
+    split = metrics["quality"]["split"]
+    assert split["train"] + split["validation"] + split["heldout"] == len(docs) - errors
+
+
+def test_artifact_folder_and_card(artifact):
+    assert {p.name for p in artifact.iterdir()} >= {"quality.bin", "topics.bin", "README.md", "metrics.json",
+                                                     "config.yaml"}
+    config = yaml.safe_load((artifact / "config.yaml").read_text())
+    assert config["quality"]["positive_label"] == "__label__hq" and config["quality"]["label_threshold"] == 3
+    assert set(config["topics"]["labels"].values()) == {ARTICLE_TOPIC, BOILERPLATE_TOPIC}
+    assert all(" " not in label for label in config["topics"]["labels"])
+    card = (artifact / "README.md").read_text()
+    assert card.startswith("---\n")
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["teacher_model"] == ["extraction-benchmark-ground-truth"]
+    assert {(p["task"], p["prompt_id"], p["prompt_hash"]) for p in header["prompts"]} == {
+        ("quality", "quality_v1", "benchmark"), ("topics", "topics_v1", "benchmark")}
+    assert header["label_threshold"] == 3 and 0 < header["decision_threshold"] < 1
+    assert header["training_size"]["train"] > 100
+    assert header["metrics"]["heldout_roc_auc"] > 0.8
+    assert header["metrics"]["topics_macro_agreement"] > 0.8
+    for section in ("## Intended use", "## Limits", "__label__hq"):
+        assert section in card
+    metrics = json.loads((artifact / "metrics.json").read_text())
+    assert set(metrics["topics"]["per_topic"]) == {ARTICLE_TOPIC, BOILERPLATE_TOPIC}
+    for key in ("roc_auc", "precision", "recall", "f1", "ece", "confusion", "threshold"):
+        assert key in metrics["quality"]
+
+
+def test_label_threshold_decides_the_classes(teacher_run):
+    root, docs, labels = teacher_run
+    # scores are 0-2 for boilerplate, 3-5 for articles: at threshold 5 only a third of articles are positive
+    at5 = load_llm_labels(root / "labels", root / "docs", label_threshold=5)
+    at3 = load_llm_labels(root / "labels", root / "docs", label_threshold=3)
+    positives5 = sum(bool(d.is_positive) for d in at5.docs)
+    positives3 = sum(bool(d.is_positive) for d in at3.docs)
+    assert 0 < positives5 < positives3 / 2
+
+
+def test_refuses_too_few_labels_and_writes_nothing(teacher_run, tmp_path):
+    root, _, _ = teacher_run
+    out = tmp_path / "clf"
+    done = curate("distil", "--labels", str(root / "labels"), "--docs", str(root / "docs"), "--out", str(out),
+                  "--set", "distil.min_labels=100000")
+    assert done.returncode == 2
+    assert "refusing to write a classifier" in done.stderr and "distil.min_labels=100000" in done.stderr
+    assert not out.exists()
+
+
+def test_refuses_a_single_class(tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"text": f"text number {i} about things", "score": 4}) + "\n"
+                              for i in range(40)))
+    done = curate("distil", "--labels-jsonl", str(labels), "--out", str(tmp_path / "clf"))
+    assert done.returncode == 2 and "one class" in done.stderr, done.stderr
+    assert not (tmp_path / "clf").exists()
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_classifier(teacher_run, tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    label_set = load_jsonl_labels(_jsonl(tmp_path, 40), 3)
+    with pytest.raises(DistilError, match="not a classifier folder"):
+        distil(label_set, DistilConfig(bucket=50000, dim=32), tmp_path, quiet=True)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def _jsonl(folder: Path, n: int) -> Path:
+    items = labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:12])[:n]
+    path = folder / "user.jsonl"
+    path.write_text("".join(json.dumps({"text": t.text, "label": t.label}) + "\n" for t in items))
+    return path
+
+
+def test_user_jsonl_with_scores_and_rerun_replaces_the_artifact(tmp_path):
+    items = labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:20])
+    path = tmp_path / "scores.jsonl"
+    path.write_text("".join(json.dumps({"id": t.doc_id, "text": t.text, "score": 4.5 if t.label else 1.0}) + "\n"
+                            for t in items))
+    out = tmp_path / "clf"
+    for _ in range(2):  # the second run replaces the first artifact in place
+        done = curate("distil", "--labels-jsonl", str(path), "--out", str(out), *SMALL)
+        assert done.returncode == 0, done.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["topics"] == {"skipped": "no topic labels"}
+    assert not (out / "topics.bin").exists()
+    card = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert card["teacher_model"] == ["user labels (scores.jsonl)"]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"text": "a", "label": 2}', "'label' must be 0 or 1"),
+    ('{"text": "a", "score": 7}', "'score' must be a number from 0 to 5"),
+    ('{"label": 1}', "missing string field 'text'"),
+    ('{"text": "a"}', "needs 'label'"),
+    ('not json', "not valid JSON"),
+    ('{"text": "a", "topics": "x"}', "'topics' must be a list"),
+])
+def test_bad_jsonl_lines_are_named(line, message):
+    with pytest.raises(LabelsError, match=message) as info:
+        parse_jsonl_label(line, "f.jsonl:7", 3, 7)
+    assert "f.jsonl:7" in str(info.value)
+
+
+def test_bad_jsonl_file_fails_the_command_with_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fine", "label": 1}\n\n{"text": "bad", "label": "yes"}\n')
+    done = curate("distil", "--labels-jsonl", str(path), "--out", str(tmp_path / "clf"))
+    assert done.returncode == 2 and f"{path}:3" in done.stderr
+
+
+def test_quantized_artifact_is_small_and_still_separates(tmp_path):
+    import fasttext
+
+    from classifiers import QualityClassifier
+
+    items = labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:25])
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps({"text": t.text, "label": t.label}) + "\n" for t in items))
+    small = DistilConfig(bucket=10000, dim=32, quantize=True, quantize_min_labels=100)
+    metrics = distil(load_jsonl_labels(path, 3), small, tmp_path / "q", quiet=True)
+    assert metrics["quality"]["quantized"] is True
+    assert (tmp_path / "q" / "quality.ftz").exists() and not (tmp_path / "q" / "quality.bin").exists()
+    unquantized = distil(load_jsonl_labels(path, 3), small.model_copy(update={"quantize": False}), tmp_path / "full",
+                         quiet=True)
+    assert (tmp_path / "q" / "quality.ftz").stat().st_size < (tmp_path / "full" / "quality.bin").stat().st_size / 2
+    assert metrics["quality"]["roc_auc"] > 0.85 and unquantized["quality"]["roc_auc"] > 0.85
+    article = next(t.text for t in items if t.label)
+    assert QualityClassifier.load(tmp_path / "q").score([article])[0] == pytest.approx(
+        dict(zip(*fasttext.load_model(str(tmp_path / "q" / "quality.ftz")).predict(article.replace("\n", " "), k=2)))[
+            "__label__hq"], abs=1e-6)
+    # too little data: quantisation is skipped and said so
+    few = distil(load_jsonl_labels(path, 3), small.model_copy(update={"quantize_min_labels": 100_000}),
+                 tmp_path / "few", quiet=True)
+    assert few["quality"]["quantized"] is False and "quantize_min_labels" in few["quality"]["quantize_skipped"]

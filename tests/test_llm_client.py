@@ -1,0 +1,284 @@
+"""The async client and the annotate stage against faults.
+
+A real vLLM server cannot be made to answer 500, 429, a non-JSON body, a malformed answer despite the
+schema, or to stall on demand, so these tests use a loopback stub HTTP server that scripts exactly those
+faults (a deliberate fake, for faults only). The real server is covered in test_llm_server.py and
+test_annotate.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pipeline import annotate, schemas
+from pipeline.config import load_config
+from pipeline.io import RunLayout, read_dataset, write_parquet
+from pipeline.llm.client import LLMClient, LLMError
+
+VALID = {"quality": '{"reason":"clear text","score":3}', "topics": '{"topics":["health"]}'}
+
+
+class StubLLM:
+    """Loopback OpenAI-style stub. `script(body, attempt)` returns (status, payload, delay_s, headers), where
+    attempt counts earlier requests with the same messages; every request body is recorded."""
+
+    def __init__(self, script):
+        self.script = script
+        self.bodies: list[dict] = []
+        self.attempts: Counter = Counter()
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = json.dumps(body["messages"], sort_keys=True)
+                with stub.lock:
+                    stub.bodies.append(body)
+                    attempt = stub.attempts[key]
+                    stub.attempts[key] += 1
+                status, payload, delay, headers = stub.script(body, attempt)
+                time.sleep(delay)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def completion(content: str, finish: str = "stop") -> dict:
+    return {"model": "stub", "choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7}}
+
+
+def task_of(body: dict) -> str:
+    return body["response_format"]["json_schema"]["name"]
+
+
+MESSAGES = [{"role": "user", "content": "rate: a page"}]
+
+
+def chat(client: LLMClient, messages=MESSAGES, **kw):
+    async def go():
+        async with client:
+            return await client.chat(messages, schema={"type": "object"}, schema_name="quality", max_tokens=20, **kw)
+
+    return asyncio.run(go())
+
+
+def test_5xx_and_429_are_retried_with_backoff_then_succeed(tmp_path):
+    def script(body, attempt):
+        if attempt == 0:
+            return 500, {"error": "boom"}, 0, {}
+        if attempt == 1:
+            return 429, {"error": "slow down"}, 0, {"Retry-After": "0.2"}
+        return 200, completion(VALID["quality"]), 0, {}
+
+    with StubLLM(script) as stub:
+        client = LLMClient(stub.url, "m", max_retries=3, retry_backoff_s=0.01)
+        started = time.perf_counter()
+        result = chat(client, temperature=0, seed=1)
+        assert time.perf_counter() - started >= 0.2  # Retry-After was honoured
+    assert result.text == VALID["quality"] and not result.cached
+    assert client.stats.requests == 3 and client.stats.retries == 2 and client.stats.completions == 1
+    assert (client.stats.prompt_tokens, client.stats.completion_tokens) == (11, 7)
+    # the request is schema-constrained with response_format json_schema, never guided_json
+    body = stub.bodies[-1]
+    assert body["response_format"]["type"] == "json_schema" and "guided_json" not in body
+    assert body["temperature"] == 0 and body["seed"] == 1 and body["max_tokens"] == 20
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "delay", "kind", "attempts"),
+    [
+        (500, {"error": "boom"}, 0, "http_500", 3),
+        (503, {"error": "overloaded"}, 0, "http_503", 3),
+        (200, b"<html>proxy error</html>", 0, "bad_response", 3),
+        (200, {"choices": []}, 0, "bad_response", 3),
+        (200, completion("x"), 1.0, "timeout", 3),
+        (400, {"error": "bad request"}, 0, "http_400", 1),  # the request is wrong: retrying cannot help
+        (400, {"error": "This model's maximum context length is 8192 tokens"}, 0, "prompt_too_long", 1),
+    ],
+)
+def test_failures_are_bounded_and_named(status, payload, delay, kind, attempts):
+    with StubLLM(lambda body, attempt: (status, payload, delay, {})) as stub:
+        client = LLMClient(stub.url, "m", max_retries=2, retry_backoff_s=0.01, timeout_s=0.3)
+        with pytest.raises(LLMError) as error:
+            chat(client)
+    assert error.value.kind == kind and error.value.attempts == attempts
+    assert len(stub.bodies) == attempts == client.stats.requests
+    assert client.stats.failures == Counter({kind: 1})
+
+
+def test_connection_refused_is_retried_then_reported():
+    from pipeline.llm.server import free_port
+
+    client = LLMClient(f"http://127.0.0.1:{free_port()}/v1", "m", max_retries=2, retry_backoff_s=0.01)
+    with pytest.raises(LLMError) as error:
+        chat(client)
+    assert error.value.kind == "connection_error" and client.stats.requests == 3
+
+
+def test_cache_answers_a_repeat_without_a_request_and_keys_on_everything(tmp_path):
+    with StubLLM(lambda body, attempt: (200, completion(VALID["quality"]), 0, {})) as stub:
+        first = chat(LLMClient(stub.url, "m", cache_dir=tmp_path))
+        again = LLMClient(stub.url, "m", cache_dir=tmp_path)
+        second = chat(again)
+        assert len(stub.bodies) == 1 and again.stats.requests == 0 and again.stats.cache_hits == 1
+        assert second.cached and not first.cached and second.text == first.text
+        # a different page, model or sampling parameter is a different key
+        chat(again, messages=[{"role": "user", "content": "rate: another page"}])
+        chat(LLMClient(stub.url, "other-model", cache_dir=tmp_path))
+        chat(again, temperature=0.7)
+        assert len(stub.bodies) == 4
+
+
+def test_api_key_is_sent_but_never_shown(monkeypatch):
+    from pipeline.config import LLMConfig
+
+    seen = []
+
+    def script(body, attempt):
+        return 200, completion(VALID["quality"]), 0, {}
+
+    monkeypatch.setenv("CURATE_LLM_API_KEY", "sk-secret-123")
+    with StubLLM(script) as stub:
+        original = stub.server.RequestHandlerClass.do_POST
+
+        def record(handler):
+            seen.append(handler.headers.get("Authorization"))
+            original(handler)
+
+        stub.server.RequestHandlerClass.do_POST = record
+        client = LLMClient.from_config(LLMConfig(url=stub.url, model="m"))
+        chat(client)
+    assert seen == ["Bearer sk-secret-123"]
+    assert "sk-secret" not in repr(client) and "api_key=set" in repr(client)
+
+
+def test_concurrency_is_bounded():
+    in_flight = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def script(body, attempt):
+        with lock:
+            in_flight["now"] += 1
+            in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        time.sleep(0.05)
+        with lock:
+            in_flight["now"] -= 1
+        return 200, completion(VALID["quality"]), 0, {}
+
+    async def go(client):
+        async with client:
+            await asyncio.gather(*(client.chat([{"role": "user", "content": f"page {i}"}]) for i in range(20)))
+
+    with StubLLM(script) as stub:
+        client = LLMClient(stub.url, "m", max_concurrency=3)
+        asyncio.run(go(client))
+    assert in_flight["max"] == 3 and client.stats.completions == 20
+
+
+# ---------------------------------------------------------------- the annotate stage against the stub
+def fault_script(body, attempt):
+    """Per page, by a marker in its text: the faults a real vLLM server can't be made to produce."""
+    text = body["messages"][-1]["content"]
+    task = task_of(body)
+    if "MODE:malformed" in text:
+        return 200, completion('{"reason":"x","score":'), 0, {}
+    if "MODE:range" in text:
+        answer = '{"reason":"x","score":9}' if task == "quality" else '{"topics":["cooking"]}'
+        return 200, completion(answer), 0, {}
+    if "MODE:down" in text:
+        return 500, {"error": "internal"}, 0, {}
+    if "MODE:flaky" in text and attempt == 0:
+        return 503, {"error": "busy"}, 0, {}
+    if "MODE:slow" in text:
+        return 200, completion(VALID[task]), 1.0, {}
+    return 200, completion(VALID[task]), 0, {}
+
+
+def write_docs(folder, texts: dict[str, str]) -> None:
+    rows = [{"doc_id": doc_id, "text": text, "language": "en", "rule_failures": []} for doc_id, text in texts.items()]
+    write_parquet(schemas.from_rows(rows, schemas.DOCS), folder / "docs" / "part-0.parquet", schemas.DOCS)
+
+
+def test_annotate_against_faults_loses_nothing_and_names_every_error(tmp_path, ray_local):
+    texts = {f"ok{i}": f"MODE:ok page {i} about bread" for i in range(3)}
+    texts |= {"malformed": "MODE:malformed", "range": "MODE:range", "down": "MODE:down", "flaky": "MODE:flaky",
+              "slow": "MODE:slow"}
+    write_docs(tmp_path, texts)
+    with StubLLM(fault_script) as stub:
+        cfg = load_config(None, [f"out={tmp_path}", f"llm.url={stub.url}", "llm.model=stub-model",
+                                 "llm.max_retries=2", "llm.retry_backoff_s=0.01", "llm.timeout_s=0.4",
+                                 "annotate.sample=100", "annotate.shard_size=3"])
+        summary = annotate.run(cfg, quiet=True)
+        labels = read_dataset(RunLayout(tmp_path).dataset("labels"), schemas.LABELS).to_pylist()
+        attempts = Counter()
+        for body in stub.bodies:
+            attempts[(body["messages"][-1]["content"].split("MODE:")[1].split()[0].split("<")[0].strip(),
+                      task_of(body))] += 1
+
+    # nothing lost: every sampled doc has one row per task
+    assert Counter((row["doc_id"], row["task"]) for row in labels) == Counter(
+        {(doc_id, task): 1 for doc_id in texts for task in ("quality", "topics")})
+    by_key = {(row["doc_id"], row["task"]): row for row in labels}
+    assert by_key[("malformed", "quality")]["error"] == "invalid_json"
+    assert by_key[("malformed", "quality")]["raw_text"] == '{"reason":"x","score":'  # raw text kept
+    assert by_key[("malformed", "quality")]["quality_score"] is None  # never a default score
+    assert by_key[("range", "quality")]["error"] == "score_out_of_range"
+    assert by_key[("range", "topics")]["error"] == "unknown_topic"
+    assert by_key[("down", "quality")]["error"] == "request_http_500"
+    assert by_key[("slow", "topics")]["error"] == "request_timeout"
+    assert by_key[("flaky", "quality")]["error"] is None and by_key[("flaky", "quality")]["quality_score"] == 3
+    assert by_key[("ok0", "topics")]["topics"] == ["health"]
+    # retries are bounded: 1 + max_retries attempts for a page that always fails, 2 for the flaky one
+    assert attempts[("down", "quality")] == 3 and attempts[("slow", "quality")] == 3
+    assert attempts[("flaky", "quality")] == 2 and attempts[("ok", "quality")] == 3  # 3 ok pages, once each
+    # provenance is filled on every row, error or not
+    for row in labels:
+        assert row["prompt_id"] in ("quality_v1", "topics_v1") and len(row["prompt_hash"]) == 16
+        assert json.loads(row["sampling_params"]) == {"temperature": 0.0, "seed": 0, "max_tokens": 160}
+        assert row["model"] in ("stub", "stub-model")
+    # counts by kind in the summary and in report.json; failed-by-transient-error shards will be retried
+    assert summary["labels"] == 16 and summary["ok"] == 8
+    assert summary["errors"] == {"invalid_json": 2, "request_http_500": 2, "request_timeout": 2,
+                                 "score_out_of_range": 1, "unknown_topic": 1}
+    assert summary["transient_errors"] == 4 and summary["complete"] is False
+    report = json.loads(RunLayout(tmp_path).report_path.read_text())
+    assert report["annotate"]["errors"] == summary["errors"]
+    assert report["side_stages"]["annotate"]["errored"] == summary["errors"]
+    assert report["side_stages"]["annotate"]["input"] == 16 and report["side_stages"]["annotate"]["conserved"]
+    assert report["annotate"]["this_run"]["retries"] == summary["this_run"]["retries"] > 0

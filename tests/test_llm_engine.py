@@ -1,0 +1,40 @@
+"""The in-process engine backend (vLLM's `LLM` inside a Ray actor) on the CPU build: same prompts, parsers,
+label rows and response cache as the HTTP backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import annotate, schemas
+from pipeline.config import load_config
+from pipeline.io import RunLayout, read_dataset, write_parquet
+from pipeline.llm.prompts import load_prompt
+
+
+@pytest.mark.slow
+def test_engine_backend_labels_and_shares_the_cache_with_the_server(tmp_path, ray_local, tiny_model_dir, vllm_server):
+    texts = {"bread": "How to bake sourdough bread: mix flour, water and starter, then let it rise overnight.",
+             "ads": "BEST DEALS!!! buy now buy now cheap cheap cheap", "verse": "Roses are red, violets are blue."}
+    rows = [{"doc_id": k, "text": v, "language": "en", "rule_failures": []} for k, v in texts.items()]
+    write_parquet(schemas.from_rows(rows, schemas.DOCS), tmp_path / "docs" / "part-0.parquet", schemas.DOCS)
+    common = [f"out={tmp_path}", "annotate.sample=3", f"llm.cache_dir={tmp_path / 'cache'}"]
+
+    engine = annotate.run(load_config(None, common + ["llm.backend=engine", f"llm.engine_model={tiny_model_dir}"]),
+                          quiet=True)
+    labels = read_dataset(RunLayout(tmp_path).dataset("labels"), schemas.LABELS).to_pylist()
+    assert engine["complete"] and engine["labels"] == 6 == len(labels)
+    assert engine["this_run"]["requests"] == 6 and engine["this_run"]["completions"] == 6
+    taxonomy = set(load_prompt("topics_v1").topic_ids)
+    for row in labels:
+        assert row["prompt_id"] and row["prompt_hash"] and row["model"] == "tiny-llama" and row["raw_text"]
+        if row["error"] is None and row["task"] == "quality":
+            assert 0 <= row["quality_score"] <= 5
+        elif row["error"] is None:
+            assert set(row["topics"]) <= taxonomy
+    assert engine["ok"] >= 4  # the constrained engine answers parse (a truncation could be an error)
+
+    # The HTTP backend builds the same request, so it finds the engine's answers in the shared cache.
+    for path in RunLayout(tmp_path).state("annotate").glob("*.json"):
+        path.unlink()
+    server = annotate.run(load_config(None, common + [f"llm.url={vllm_server.url}"]), quiet=True)
+    assert server["this_run"]["requests"] == 0 and server["this_run"]["cache_hits"] == 6
