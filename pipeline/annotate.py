@@ -474,14 +474,14 @@ def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict
 def _dispatch(actors: list, todo: list[tuple[str, list[dict[str, Any]]]], per_actor: int, source: str, *,
               quiet: bool) -> None:
     """Keep `per_actor` shards queued on every actor until all are done."""
-    import sys
-
     import ray
+
+    from pipeline.progress import progress
 
     queue = list(todo)
     pending: dict[Any, Any] = {}
     load = {id(actor): 0 for actor in actors}
-    done = 0
+    bar = progress(STAGE, len(todo), quiet=quiet)
     while queue or pending:
         for actor in actors:
             while queue and load[id(actor)] < per_actor:
@@ -493,11 +493,8 @@ def _dispatch(actors: list, todo: list[tuple[str, list[dict[str, Any]]]], per_ac
             actor = pending.pop(ref)
             load[id(actor)] -= 1
             ray.get(ref)
-            done += 1
-            if not quiet:
-                print(f"\r[{STAGE}] {done}/{len(todo)} shards", end="", file=sys.stderr, flush=True)
-    if not quiet:
-        print(file=sys.stderr)
+            bar.update()
+    bar.close()
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -192,6 +192,7 @@ def score_shards(cfg, plan: dict[str, Any], *, quiet: bool = False) -> Iterator[
     import ray
     from ray.util import ActorPool
 
+    from pipeline.progress import progress
     from pipeline.ray_exec import ensure_ray
 
     layout = RunLayout(cfg.out)
@@ -210,20 +211,19 @@ def score_shards(cfg, plan: dict[str, Any], *, quiet: bool = False) -> Iterator[
         n_actors = max(1, min(cfg.classify.num_actors, len(todo), cpus))
         actor_class = ray.remote(num_cpus=1, max_restarts=1, max_task_retries=1)(ScoreWorker)
         actors = [actor_class.remote(plan["classifier"], cfg.classify) for _ in range(n_actors)]
+        bar = progress(STAGE, len(todo), quiet=quiet, unit="file")
         try:
             pool = ActorPool(actors)
             work = pool.map_unordered(
                 lambda actor, item: actor.score_file.remote(item[1], str(layout.root), item[0], fingerprint), todo)
             for result in work:
                 results.append(result)
-                if not quiet:
-                    print(f"\r[{STAGE}] scored {len(results)}/{len(todo)} files", end="", file=sys.stderr, flush=True)
+                bar.update()
                 yield result["shard"]
         finally:
+            bar.close()
             for actor in actors:
                 ray.kill(actor)
-        if not quiet:
-            print(file=sys.stderr)
     write_json({**plan, "scored_now": len(results), "seconds": round(time.perf_counter() - started, 3),
                 "actor_peak_rss_mb": max((r["peak_rss_mb"] for r in results), default=None)},
                layout.stage_marker(SCORE_STATE))
@@ -387,6 +387,23 @@ def stored_plan(layout: RunLayout) -> dict[str, Any]:
     return json.loads(marker.read_text())
 
 
+def _decision_fingerprint(plan: dict[str, Any], threshold: float, classify_cfg: ClassifyConfig) -> str:
+    """What the corpus depends on: the input shards, the classifier, the threshold and the file sizing."""
+    payload = {"shards": plan["shards"], "classifier": plan["classifier_fingerprint"], "threshold": threshold,
+               "rows_per_file": classify_cfg.rows_per_file, "bytes_per_file": classify_cfg.bytes_per_file}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _finished_decision(layout: RunLayout, plan: dict[str, Any], threshold: float,
+                       classify_cfg: ClassifyConfig) -> dict[str, Any] | None:
+    """The stage marker when corpus/ was already written from exactly this input (a rerun skips it)."""
+    marker = layout.stage_marker(STAGE)
+    if not marker.exists() or not (layout.dataset("corpus") / "_manifest.json").exists():
+        return None
+    done = json.loads(marker.read_text())
+    return done if done.get("fingerprint") == _decision_fingerprint(plan, threshold, classify_cfg) else None
+
+
 def decide_all(cfg, threshold: float, plan: dict[str, Any], completed: Iterator[str] | None = None, *,
                quiet: bool = False) -> dict[str, Any]:
     """Decisions, stats markers and the corpus from the stored scores of `plan`'s shards, at `threshold`.
@@ -442,7 +459,8 @@ def decide_all(cfg, threshold: float, plan: dict[str, Any], completed: Iterator[
         shutil.rmtree(staging, ignore_errors=True)
     seconds = time.perf_counter() - started
     write_json({"stage": STAGE, "threshold": threshold, "classifier": plan["classifier"], **totals,
-                "corpus_files": len(files), "seconds": round(seconds, 3)}, layout.stage_marker(STAGE))
+                "corpus_files": len(files), "seconds": round(seconds, 3),
+                "fingerprint": _decision_fingerprint(plan, threshold, cfg.classify)}, layout.stage_marker(STAGE))
     if not quiet:
         print(f"[{STAGE}] threshold {threshold:.4f}: {totals['input']} documents, {totals['kept']} kept, "
               f"{totals[REASON_BELOW]} {REASON_BELOW}, {totals[REASON_NO_TEXT]} {REASON_NO_TEXT}; corpus: "
@@ -554,6 +572,13 @@ def run(cfg, docs_dir: str | Path | None = None, *, rethreshold: float | None = 
     docs_dir = Path(docs_dir) if docs_dir else default_docs_dir(cfg.out)
     threshold = resolve_threshold(cfg, classifier_dir)
     plan = plan_scoring(cfg, docs_dir, classifier_dir)
+    done = _finished_decision(layout, plan, threshold, cfg.classify)
+    if done is not None:
+        if not quiet:
+            print(f"[{STAGE}] already decided at threshold {threshold:.4f} with this classifier and input: "
+                  f"{done['kept']} kept, corpus in {layout.dataset('corpus')} (skipped)")
+        manifest = json.loads((layout.dataset("corpus") / "_manifest.json").read_text())
+        return {**done, "files": manifest["files"], "scored_now": 0, "skipped": True}
     started = time.perf_counter()
     result = decide_all(cfg, threshold, plan, score_shards(cfg, plan, quiet=quiet), quiet=quiet)
     scored = stored_plan(layout)

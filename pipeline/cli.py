@@ -28,7 +28,8 @@ def _config(args: argparse.Namespace, extra: list[str] | None = None) -> RunConf
     if getattr(args, "out", None):
         overrides.append(f"out={args.out}")
     if getattr(args, "llm_url", None):
-        overrides.append(f"llm.url={args.llm_url}")
+        # an endpoint named on the command line is the one to use: no tiny demo server
+        overrides += [f"llm.url={args.llm_url}", "llm.serve_tiny_model=false"]
     if getattr(args, "llm_model", None):
         overrides.append(f"llm.model={args.llm_model}")
     return load_config(args.config, overrides + (extra or []))

@@ -12,69 +12,107 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.io import RunLayout
 
 
-def _read_folder(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def _read_folder(folder: Path, columns: list[str] | None = None, max_rows: int | None = None,
+                 seed: int = 0) -> pd.DataFrame:
+    """The folder's Parquet files as one frame; with `max_rows`, whole files in a seeded random order until
+    that many rows (a run over a full snapshot does not fit in a notebook)."""
     files = sorted(folder.glob("*.parquet")) if folder.exists() else []
     if not files:
         return pd.DataFrame(columns=columns or [])
-    frames = []
+    if max_rows is not None:
+        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
+    frames, rows = [], 0
     for file in files:
         available = pq.read_schema(file).names
         wanted = [c for c in columns if c in available] if columns else None
         frames.append(pq.read_table(file, columns=wanted).to_pandas())
+        rows += len(frames[-1])
+        if max_rows is not None and rows >= max_rows:
+            break
     return pd.concat(frames, ignore_index=True)
+
+
+def _read_docs(folder: Path, doc_ids: set[str], columns: list[str]) -> pd.DataFrame:
+    """Only the documents named (a filtered scan: the texts of a whole run are never loaded)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    if not files or not doc_ids:
+        return pd.DataFrame(columns=columns)
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    wanted = [c for c in columns if c in dataset.schema.names]
+    return dataset.to_table(columns=wanted, filter=pc.field("doc_id").isin(sorted(doc_ids))).to_pandas()
 
 
 @dataclass
 class RunView:
+    """A bounded view of a run: counts are exact (report.json); frames are seeded samples of whole files."""
+
     root: Path
     report: dict
-    decisions: pd.DataFrame  # every dropped/errored record of every stage
-    docs: pd.DataFrame  # doc_id, url, text, language (from unique/ when present, else docs/)
-    scores: pd.DataFrame  # classify scores for every scored document
+    decisions: pd.DataFrame  # dropped/errored records of every stage (up to max_rows per stage)
+    docs: pd.DataFrame  # doc_id, url, language, n_chars of extracted documents (no text; up to max_rows)
+    scores: pd.DataFrame  # classify scores (up to max_rows)
     labels: pd.DataFrame  # LLM labels, one row per doc (quality and topics merged)
     synthetic: pd.DataFrame
     threshold: float | None
 
+    def texts(self, doc_ids) -> pd.DataFrame:
+        """doc_id, url, text of the named documents, read from docs/ with a filtered scan."""
+        return _read_docs(self.root / "docs", set(doc_ids), ["doc_id", "url", "text"])
 
-def load_run(run_dir: str | Path) -> RunView:
+
+def load_run(run_dir: str | Path, max_rows: int = 200_000, seed: int = 0) -> RunView:
     layout = RunLayout(run_dir)
     root = layout.root
     if not root.exists():
         raise FileNotFoundError(f"run folder not found: {root}")
     report = json.loads(layout.report_path.read_text()) if layout.report_path.exists() else {}
     decision_folders = sorted((root / "decisions").glob("*")) if (root / "decisions").exists() else []
-    decisions = pd.concat([_read_folder(f) for f in decision_folders] or [pd.DataFrame()], ignore_index=True)
-    doc_columns = ["doc_id", "url", "text", "language", "n_chars"]
-    docs = _read_folder(root / "docs", doc_columns)
-    scores = _read_folder(root / "scores", ["doc_id", "quality_prob", "topics"])
+    decisions = pd.concat([_read_folder(f, max_rows=max_rows, seed=seed) for f in decision_folders]
+                          or [pd.DataFrame()], ignore_index=True)
+    docs = _read_folder(root / "docs", ["doc_id", "url", "language", "n_chars"], max_rows=max_rows, seed=seed)
+    scores = _read_folder(root / "scores", ["doc_id", "quality_prob", "topics"], max_rows=max_rows, seed=seed)
     raw_labels = _read_folder(root / "labels", ["doc_id", "task", "quality_score", "topics", "error"])
     labels = pd.DataFrame(columns=["doc_id", "quality_score", "llm_topics"])
     if not raw_labels.empty:
         quality = raw_labels[(raw_labels.task == "quality") & raw_labels.error.isna()][["doc_id", "quality_score"]]
         topics = raw_labels[(raw_labels.task == "topics") & raw_labels.error.isna()][["doc_id", "topics"]]
         labels = quality.merge(topics.rename(columns={"topics": "llm_topics"}), on="doc_id", how="outer")
-    synthetic = _read_folder(root / "synthetic")
-    threshold = None
-    for candidate in (root / "classifier" / "metrics.json", root / "scores" / "_threshold.json"):
-        if candidate.exists():
-            data = json.loads(candidate.read_text())
-            threshold = data.get("threshold", data.get("quality", {}).get("threshold") if isinstance(
-                data.get("quality"), dict) else None)
-            if threshold is not None:
-                break
-    if report.get("classify_threshold") is not None:
-        threshold = report["classify_threshold"]
+    synthetic = _read_folder(root / "synthetic", max_rows=max_rows, seed=seed)
+    threshold = _applied_threshold(layout)
     return RunView(root, report, decisions, docs, scores, labels, synthetic, threshold)
 
 
+def _applied_threshold(layout: RunLayout) -> float | None:
+    """The threshold classify applied (its stage marker), else the classifier's own decision threshold."""
+    marker = layout.stage_marker("classify")
+    if marker.exists():
+        return json.loads(marker.read_text()).get("threshold")
+    config = layout.dataset("classifier") / "config.yaml"
+    if config.exists():
+        import yaml
+
+        return yaml.safe_load(config.read_text()).get("quality", {}).get("decision_threshold")
+    return None
+
+
 def _all_stages(view: RunView) -> dict:
-    return {**view.report.get("stages", {}), **view.report.get("side_stages", {})}
+    """Every stage's counts in pipeline order (report.json stores them sorted by name)."""
+    from pipeline.report import FILTER_STAGES, SIDE_STAGES
+
+    found = {**view.report.get("stages", {}), **view.report.get("side_stages", {})}
+    order = ["extract", "dedup", "annotate", "classify", "rewrite"]
+    order += [s for s in FILTER_STAGES + SIDE_STAGES if s not in order]
+    return {stage: found[stage] for stage in sorted(found, key=lambda s: order.index(s) if s in order else len(order))}
 
 
 def counts_table(view: RunView) -> pd.DataFrame:
@@ -117,9 +155,9 @@ def sample_decisions(view: RunView, per_group: int = 3, seed: int = 0) -> pd.Dat
     if not groups:
         return pd.DataFrame(columns=["stage", "outcome", "reason", "doc_id"])
     sample = pd.concat(groups, ignore_index=True)
-    docs = view.docs[["doc_id", "text"] + (["url"] if "url" in view.docs else [])] if not view.docs.empty else None
-    if docs is not None:
-        sample = sample.drop(columns=[c for c in ("url",) if c in sample and c in docs]).merge(docs, on="doc_id", how="left")
+    texts = view.texts(sample.doc_id)
+    if not texts.empty:
+        sample = sample.drop(columns=[c for c in ("url",) if c in sample]).merge(texts, on="doc_id", how="left")
     if not view.scores.empty:
         sample = sample.merge(view.scores, on="doc_id", how="left")
     if not view.labels.empty:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pipeline.config import RayConfig
+from pipeline.progress import progress
 
 
 # Ray resolves "127.0.0.1" to the host's interface address and binds its raylet, GCS and agents there.
@@ -64,23 +65,15 @@ def ray_map(fn: Callable[..., Any], items: Iterable[Any], *args: Any, cfg: RayCo
     pending: list[Any] = []
     results: list[Any] = []
     items = list(items)
-    started = time.perf_counter()
-
-    def report() -> None:
-        if not quiet:
-            elapsed = time.perf_counter() - started
-            print(f"\r[{label}] {len(results)}/{len(items)} done, {elapsed:.1f}s", end="", file=sys.stderr, flush=True)
-
-    for item in items:
-        if len(pending) >= cfg.max_in_flight:
+    with progress(label, len(items), quiet=quiet, unit="task") as bar:
+        for item in items:
+            if len(pending) >= cfg.max_in_flight:
+                done, pending = ray.wait(pending, num_returns=1)
+                results.extend(ray.get(done))
+                bar.update(len(done))
+            pending.append(remote_fn.remote(item, *shared_args))
+        while pending:
             done, pending = ray.wait(pending, num_returns=1)
             results.extend(ray.get(done))
-            report()
-        pending.append(remote_fn.remote(item, *shared_args))
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        results.extend(ray.get(done))
-        report()
-    if not quiet:
-        print(file=sys.stderr)
+            bar.update(len(done))
     return results

@@ -7,6 +7,8 @@ command after a crash (or a killed Ray job) finishes the run without redoing fin
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from collections import Counter
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunConfig
-from pipeline.io import RunLayout
+from pipeline.io import RunLayout, write_json
 
 
 def _status(message: str) -> None:
@@ -40,6 +42,22 @@ def _start_llm(cfg: RunConfig, layout: RunLayout, stack: ExitStack) -> RunConfig
     server = stack.enter_context(VLLMServer(model_dir, served_model_name=cfg.llm.model))
     _status(f"tiny vLLM server ready at {server.url} (pid {server.pid})")
     return cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"url": server.url})})
+
+
+def _distil_fingerprint(cfg: RunConfig, layout: RunLayout) -> str:
+    """Labels files (names and sizes) and the distil settings: retrain only when either changed.
+
+    fastText trains with several threads (hogwild), so retraining gives a slightly different model and
+    threshold, which would make classify rescore everything on a mere rerun.
+    """
+    labels = sorted((p.name, p.stat().st_size) for p in layout.dataset("labels").glob("*.parquet"))
+    payload = json.dumps({"labels": labels, "distil": cfg.distil.model_dump()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _marker_matches(layout: RunLayout, stage: str, fingerprint: str) -> bool:
+    marker = layout.stage_marker(stage)
+    return marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
 
 
 def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
@@ -70,8 +88,13 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
             from pipeline import annotate
 
             stage("annotate", annotate.run, cfg)
-            classifier_dir = str(layout.root / "classifier")
-            stage("distil", distil_run, cfg, out_dir=classifier_dir)
+            classifier_dir = str(layout.dataset("classifier"))
+            fingerprint = _distil_fingerprint(cfg, layout)
+            if _marker_matches(layout, "distil", fingerprint) and Path(classifier_dir, "config.yaml").exists():
+                _status("distil: classifier already trained on these labels, skipped")
+            else:
+                stage("distil", distil_run, cfg, out_dir=classifier_dir)
+                write_json({"fingerprint": fingerprint}, layout.stage_marker("distil"))
         from pipeline import classify
 
         cfg = cfg.model_copy(update={"classify": cfg.classify.model_copy(update={"classifier": classifier_dir})})
@@ -80,29 +103,34 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
             from pipeline import rewrite
 
             stage("rewrite", rewrite.run, cfg)
-    return summarize(cfg, timings)
+    return summarize(cfg, timings, llm_noise=cfg.llm.serve_tiny_model)
 
 
-def summarize(cfg: RunConfig, timings: dict[str, float]) -> dict[str, Any]:
+def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = False) -> dict[str, Any]:
     """Counts per stage and reason, kept words per quality bucket and topic, conservation; report.json."""
-    from pipeline import schemas
-    from pipeline.io import read_dataset
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     from pipeline.report import build_report
 
     layout = RunLayout(cfg.out)
-    corpus = read_dataset(layout.dataset("corpus"), schemas.SCORED,
-                          columns=["doc_id", "n_words", "n_chars", "quality_prob", "topics", "text"])
+    # One corpus file at a time: the driver never holds the whole corpus.
+    kept_docs = 0
     words_by_bucket: Counter = Counter()
     words_by_topic: Counter = Counter()
-    for row in corpus.to_pylist():
-        words = len(row["text"].split())
-        prob = row["quality_prob"] or 0.0
-        bucket = f"{min(int(prob * 4), 3) / 4:.2f}-{min(int(prob * 4), 3) / 4 + 0.25:.2f}"
-        words_by_bucket[bucket] += words
-        words_by_topic[(row["topics"] or ["(none)"])[0]] += words
+    for path in sorted(layout.dataset("corpus").glob("*.parquet")):
+        part = pq.read_table(path, columns=["text", "quality_prob", "topics"])
+        kept_docs += part.num_rows
+        n_words = pc.list_value_length(pc.utf8_split_whitespace(part.column("text")))
+        for words, prob, topics in zip(n_words.to_pylist(), part.column("quality_prob").to_pylist(),
+                                       part.column("topics").to_pylist()):
+            low = min(int((prob or 0.0) * 4), 3) / 4
+            words_by_bucket[f"{low:.2f}-{low + 0.25:.2f}"] += words or 0
+            words_by_topic[(topics or ["(none)"])[0]] += words or 0
     extra = {
         "timings_s": timings,
-        "kept_docs": corpus.num_rows,
+        "llm_noise": llm_noise,
+        "kept_docs": kept_docs,
         "kept_words_by_quality_bucket": dict(sorted(words_by_bucket.items())),
         "kept_words_by_topic": dict(words_by_topic.most_common()),
         "outputs": {name: str(layout.dataset(name)) for name in
@@ -117,7 +145,7 @@ def format_summary(report: dict[str, Any]) -> str:
 
     lines = [format_report(report), ""]
     lines.append(f"kept documents: {report.get('kept_docs', 0)}")
-    lines.append("kept words by classifier quality bucket (fastText probability):")
+    lines.append("kept words by quality bucket (the distilled classifier's probability):")
     for bucket, words in report.get("kept_words_by_quality_bucket", {}).items():
         lines.append(f"  {bucket}  {words}")
     lines.append("kept words by top topic:")
@@ -125,7 +153,15 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(f"  {topic:<32} {words}")
     labels = report.get("annotate")
     if labels:
-        lines.append(f"LLM labels: {labels}")
+        errors = ", ".join(f"{kind} {n}" for kind, n in labels.get("errors", {}).items()) or "none"
+        lines.append(f"LLM labels: {labels['ok']} ok of {labels['labels']} on {labels['sampled']} sampled docs "
+                     f"(errors: {errors}); tokens in/out {labels['prompt_tokens']}/{labels['completion_tokens']}")
+    if report.get("llm_noise"):
+        lines.append("NOTE: labels came from the tiny random-weight demo model: they are noise by design. "
+                     "Point llm.url/llm.model (or --llm-url/--llm-model) at a real Llama for real labels.")
+    timings = report.get("timings_s", {})
+    if timings:
+        lines.append("time per stage: " + ", ".join(f"{name} {secs:.1f}s" for name, secs in timings.items()))
     lines.append("outputs:")
     for name, path in report.get("outputs", {}).items():
         lines.append(f"  {name:<10} {path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # Keep every Ray socket on 127.0.0.1 (see pipeline.ray_exec.LOOPBACK_ENV); must precede `import ray`.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Token authentication for every Ray this session starts (the local one and test_job's head node), with a
+# token of the session's own; Ray reads both when it is imported, so they are set here.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 
 @pytest.fixture(scope="session")

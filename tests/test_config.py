@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,13 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
         load_config(tmp_path / "none.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "extract: [unclosed\n"))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    cfg = load_config(str(path), [])
+    assert cfg.input.warcs or cfg.input.snapshot
+    if cfg.input.snapshot:  # the real-snapshot configs: a real endpoint, not the demo's tiny model
+        assert cfg.input.base_url in ("https://data.commoncrawl.org/", "s3://commoncrawl/")
+        assert not cfg.llm.serve_tiny_model

@@ -459,6 +459,7 @@ class _ShardPool:
         self.load: dict[int, int] = {}
         self.submitted = 0
         self.done = 0
+        self.bar = None
 
     def submit(self, key: str, docs: list[dict[str, Any]]) -> None:
         if not self.actors:
@@ -470,6 +471,9 @@ class _ShardPool:
             self.actors = [actor_cls.remote(self.cfg, self.out_root, self.source)
                            for _ in range(self.cfg.rewrite.num_actors)]
             self.load = {id(actor): 0 for actor in self.actors}
+            from pipeline.progress import progress
+
+            self.bar = progress(STAGE, None, quiet=self.quiet)
         while not (free := [a for a in self.actors if self.load[id(a)] < self.per_actor]):
             self._wait_one()
         actor = min(free, key=lambda a: self.load[id(a)])
@@ -478,8 +482,6 @@ class _ShardPool:
         self.submitted += 1
 
     def _wait_one(self) -> None:
-        import sys
-
         import ray
 
         ready, _ = ray.wait(list(self.pending), num_returns=1)
@@ -488,8 +490,7 @@ class _ShardPool:
             self.load[id(actor)] -= 1
             ray.get(ref)
             self.done += 1
-            if not self.quiet:
-                print(f"\r[{STAGE}] {self.done} shards rewritten", end="", file=sys.stderr, flush=True)
+            self.bar.update()
 
     def finish(self) -> list[dict[str, Any]]:
         """Wait for every shard; the actors' client counters; stop the actors."""
@@ -504,10 +505,7 @@ class _ShardPool:
         finally:
             for actor in self.actors:
                 ray.kill(actor)
-            if not self.quiet:
-                import sys
-
-                print(file=sys.stderr)
+            self.bar.close()
 
 
 def summarize_shards(layout: RunLayout, keys: Sequence[str]) -> dict[str, Any]:

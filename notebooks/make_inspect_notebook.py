@@ -1,0 +1,109 @@
+"""Writes notebooks/inspect_decisions.ipynb (without outputs) from the cells below.
+
+    .venv/bin/python notebooks/make_inspect_notebook.py
+
+Edit the cells here rather than in the .ipynb, so the stored notebook stays small and reviewable.
+"""
+
+from pathlib import Path
+
+import nbformat as nbf
+nb = nbf.v4.new_notebook()
+cells = []
+md = lambda s: cells.append(nbf.v4.new_markdown_cell(s))
+code = lambda s: cells.append(nbf.v4.new_code_cell(s))
+md("""# Inspect a run's filter decisions
+
+Why was each page kept or dropped? Counts per stage and reason, a seeded sample of documents per decision,
+the LLM and classifier score distributions, what another threshold would keep, topics, and rewrites.
+
+Set `CURATE_RUN_DIR` to a run's output folder (default: the demo's `runs/demo`). Counts are exact (from
+`report.json`); tables and plots use a seeded sample of whole files (`MAX_ROWS` rows per dataset), and page
+texts are read only for the documents shown. Page text is always shown HTML-escaped: pages contain scripts
+and markup, and none of it may run or render here.""")
+code("""import os
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import HTML, display
+
+from pipeline.inspect import conservation_lines, counts_table, keep_rate, load_run, render_html, sample_decisions
+
+# Jupyter starts in notebooks/; the demo writes runs/demo at the repository root.
+REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+RUN_DIR = Path(os.environ.get("CURATE_RUN_DIR", "runs/demo"))
+if not RUN_DIR.is_absolute() and not RUN_DIR.exists():
+    RUN_DIR = REPO / RUN_DIR
+SAMPLE_PER_REASON = 3   # documents shown per (stage, outcome, reason)
+SEED = 0
+TEXT_CHARS = 400
+MAX_ROWS = 200_000      # rows read per dataset (decisions per stage, scores, synthetic)
+%matplotlib inline
+view = load_run(RUN_DIR, max_rows=MAX_ROWS, seed=SEED)
+print("run:", view.root.resolve())""")
+md("## Counts per stage and reason, and the conservation check")
+code("""counts = counts_table(view)
+display(counts)
+for line in conservation_lines(view):
+    print(line)""")
+code("""fig, ax = plt.subplots(figsize=(8, max(2.5, 0.28 * len(counts))))
+labels = [f"{r.stage}: {r.outcome} {r.reason}".strip() for r in counts.itertuples()]
+ax.barh(labels, counts["count"], color=["tab:green" if o == "kept" else "tab:red" if o == "errored" else "tab:gray"
+                                       for o in counts.outcome])
+ax.invert_yaxis(); ax.set_xscale("log"); ax.set_xlabel("records (log scale)"); ax.set_title("decisions per stage and reason")
+plt.tight_layout(); plt.show()""")
+md("## A stratified random sample of documents per decision and reason")
+code("""sample = sample_decisions(view, per_group=SAMPLE_PER_REASON, seed=SEED)
+columns = [c for c in ["stage", "outcome", "reason", "url", "quality_prob", "quality_score", "topics", "detail", "text"]
+           if c in sample.columns]
+display(HTML(render_html(sample, columns, max_chars=TEXT_CHARS)))""")
+md("## Quality scores: the LLM teacher and the distilled classifier")
+code("""fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
+if not view.labels.empty:
+    view.labels.quality_score.dropna().astype(int).value_counts().sort_index().plot.bar(ax=axes[0])
+axes[0].set_title("LLM quality score (0-5)"); axes[0].set_xlabel("score")
+if not view.scores.empty:
+    axes[1].hist(view.scores.quality_prob.dropna(), bins=20, range=(0, 1))
+    if view.threshold is not None:
+        axes[1].axvline(view.threshold, color="red", linestyle="--", label=f"threshold {view.threshold:.2f}")
+        axes[1].legend()
+axes[1].set_title("fastText quality probability (all documents)")
+joined = view.labels.merge(view.scores, on="doc_id") if not (view.labels.empty or view.scores.empty) else pd.DataFrame()
+if not joined.empty:
+    axes[2].scatter(joined.quality_score, joined.quality_prob, alpha=0.5)
+axes[2].set_xlabel("LLM score"); axes[2].set_ylabel("fastText probability"); axes[2].set_title("labelled sample")
+plt.tight_layout(); plt.show()""")
+code("""# What keep-rate would another threshold give? (no re-inference: `curate classify --rethreshold T`)
+thresholds = [round(t, 2) for t in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]]
+what_if = pd.DataFrame({"threshold": thresholds, "keep_rate": [keep_rate(view, t) for t in thresholds]})
+display(what_if)
+print("chosen threshold:", view.threshold)""")
+md("## Topics of kept vs dropped documents")
+code("""if not view.scores.empty and view.threshold is not None:
+    top = view.scores.assign(topic=view.scores.topics.map(lambda t: t[0] if t is not None and len(t) else "(none)"),
+                             kept=view.scores.quality_prob >= view.threshold)
+    table = top.groupby(["topic", "kept"]).size().unstack(fill_value=0)
+    display(table)
+    table.plot.barh(figsize=(8, max(2.5, 0.3 * len(table))), title="documents per top topic: kept vs dropped")
+    plt.tight_layout(); plt.show()
+else:
+    print("no classifier scores in this run")""")
+md("## Original vs rewritten text")
+code("""if not view.synthetic.empty:
+    pairs = view.synthetic.sample(n=min(3, len(view.synthetic)), random_state=SEED)
+    originals = view.texts(pairs.doc_id)[["doc_id", "text"]].rename(columns={"text": "original"})
+    pairs = pairs.merge(originals, on="doc_id", how="left")
+    display(HTML(render_html(pairs.rename(columns={"text": "rewrite"}), ["doc_id", "style", "original", "rewrite"],
+                             max_chars=TEXT_CHARS)))
+else:
+    print("no rewrite passed the output checks in this run")
+rejected = view.decisions[view.decisions.stage == "rewrite"] if not view.decisions.empty else pd.DataFrame()
+if not rejected.empty:
+    print("rewrites rejected, by reason:")
+    display(rejected.groupby("reason").size().rename("units").to_frame())
+    display(HTML(render_html(rejected.head(5), ["doc_id", "reason", "detail"], max_chars=TEXT_CHARS)))""")
+nb["cells"] = cells
+nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+nbf.write(nb, Path(__file__).with_name("inspect_decisions.ipynb"))

@@ -1,0 +1,143 @@
+"""README Quickstart line 1, for real: `curate run jobs/configs/demo.yaml` runs the whole pipeline on the
+bundled WARCs, starting and stopping its own tiny vLLM server; a rerun skips every stage; the sampling
+notebook executes headless on the run's output."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import schemas
+from pipeline.io import RunLayout, read_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CURATE = Path(sys.executable).with_name("curate")
+NOTEBOOK = ROOT / "notebooks" / "inspect_decisions.ipynb"
+pytestmark = pytest.mark.slow
+
+
+def _curate_run(out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CURATE), "run", "jobs/configs/demo.yaml", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def _counts(report: dict) -> dict:
+    return {stage: (s["input"], s["kept"], s["dropped"], s["errored"])
+            for stage, s in {**report["stages"], **report["side_stages"]}.items()}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = _curate_run(out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result
+
+
+def test_demo_command_runs_every_stage_and_stops_its_server(demo_run):
+    out, result = demo_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["conserved"] and not report["problems"]
+    assert set(report["stages"]) == {"extract", "dedup", "classify"}
+    assert set(report["side_stages"]) == {"annotate", "rewrite"}
+    # stages chain: each filtering stage read exactly what the previous one kept
+    assert report["stages"]["dedup"]["input"] == report["stages"]["extract"]["kept"]
+    assert report["stages"]["classify"]["input"] == report["stages"]["dedup"]["kept"]
+    kept = report["stages"]["classify"]["kept"]
+    assert 0 < kept < report["stages"]["classify"]["input"]  # the demo keeps about half (keep-rate target)
+    assert report["annotate"]["ok"] > 0 and report["llm_noise"] is True
+
+    layout = RunLayout(out)
+    corpus = read_dataset(layout.dataset("corpus"), schemas.SCORED, columns=["doc_id"]).column("doc_id").to_pylist()
+    assert len(corpus) == len(set(corpus)) == kept == report["kept_docs"]
+    manifest = json.loads((out / "corpus" / "_manifest.json").read_text())
+    assert sum(f["rows"] for f in manifest["files"]) == kept
+    assert (out / "classifier" / "quality.bin").exists() and (out / "classifier" / "README.md").exists()
+    assert (out / "synthetic" / "README.md").exists()
+    assert sum(report["kept_words_by_quality_bucket"].values()) == sum(report["kept_words_by_topic"].values()) > 0
+
+    # the printed summary: the table, the conservation lines, the noise warning, where the outputs are
+    for stage in ("extract", "dedup", "annotate", "classify", "rewrite"):
+        assert re.search(rf"conservation {stage}: .* \[ok\]", result.stdout), stage
+    assert "noise by design" in result.stdout and f"corpus     {out / 'corpus'}" in result.stdout
+    # the tiny server it started is gone
+    pid = int(re.search(r"tiny vLLM server ready at http://127\.0\.0\.1:\d+/v1 \(pid (\d+)\)", result.stdout).group(1))
+    assert not _pid_alive(pid)
+
+
+def test_rerun_skips_finished_stages_and_changes_nothing(demo_run):
+    out, first = demo_run
+    before = json.loads((out / "report.json").read_text())
+    corpus_files = {p.name: p.stat().st_mtime_ns for p in (out / "corpus").iterdir()}
+    result = _curate_run(out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "tiny vLLM server ready" not in result.stdout  # nothing left for the LLM to do
+    assert "distil: classifier already trained on these labels, skipped" in result.stdout
+    after = json.loads((out / "report.json").read_text())
+    assert _counts(after) == _counts(before)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "corpus").iterdir()} == corpus_files
+
+
+def test_sampling_notebook_executes_on_the_demo_output(demo_run, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    out, _ = demo_run
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")  # stored clean
+    os.environ["CURATE_RUN_DIR"] = str(out)
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    finally:
+        del os.environ["CURATE_RUN_DIR"]
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 3  # decisions bar chart, score histograms + scatter, topics kept vs dropped
+    html_outputs = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "<table" in html_outputs and "<script" not in html_outputs.lower()
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert f"run: {out.resolve()}" in printed and "extract: " in printed and "[ok]" in printed
+    assert "MISMATCH" not in printed
+
+
+def test_page_markup_is_escaped_in_rendered_samples():
+    import pandas as pd
+
+    from pipeline.inspect import render_html
+
+    frame = pd.DataFrame({"url": ["https://x.test/<b>"], "text": ["<script>alert('x')</script><img src=x onerror=y>"]})
+    rendered = render_html(frame, ["url", "text"])
+    assert "<script" not in rendered and "<img" not in rendered and "<b>" not in rendered
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in rendered
+
+
+def test_reusing_a_classifier_skips_annotate_and_distil(demo_run, tmp_path):
+    out, _ = demo_run
+    reuse = tmp_path / "reuse"
+    result = subprocess.run(
+        [str(CURATE), "run", "jobs/configs/demo.yaml", "--out", str(reuse), "--set", f"classify.classifier={out / 'classifier'}",
+         "--set", "rewrite.enabled=false"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[run] annotate" not in result.stdout and "[run] distil" not in result.stdout
+    assert "vLLM server" not in result.stdout  # no LLM work left: no server started
+    assert not (reuse / "labels").exists() and not (reuse / "classifier").exists()
+    report = json.loads((reuse / "report.json").read_text())
+    first = json.loads((out / "report.json").read_text())
+    # same input, same classifier, same threshold: the same decisions
+    assert _counts(report)["classify"] == _counts(first)["classify"]
