@@ -85,35 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_report)
 
-    for register in EXTRA_COMMANDS:
+    for register in _stage_commands():
         register(sub)
     return parser
 
 
-# Commands defined by other modules: each is a function(subparsers) that adds its parser(s).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+# Modules that define commands of their own: each has register_cli(subparsers), imported only when the
+# parser is built (their heavy imports stay inside their handlers).
+COMMAND_MODULES = ("pipeline.dedup", "pipeline.annotate", "pipeline.llm.cli", "classifiers.cli",
+                   "pipeline.classify", "pipeline.rewrite", "pipeline.run")
 
 
-def _register_optional_commands() -> None:
+def _stage_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     import importlib
 
-    if EXTRA_COMMANDS:  # already registered in this process
-        return
-    for module_name in ("pipeline.dedup", "pipeline.annotate", "pipeline.llm.cli", "classifiers.cli",
-                        "pipeline.classify", "pipeline.rewrite", "pipeline.run"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
-        register = getattr(module, "register_cli", None)
-        if register is not None:
-            EXTRA_COMMANDS.append(register)
+    return [importlib.import_module(name).register_cli for name in COMMAND_MODULES]
 
 
 def main(argv: list[str] | None = None) -> int:
-    _register_optional_commands()
     parser = build_parser()
     args = parser.parse_args(argv)
     from pipeline.sources import InputError
