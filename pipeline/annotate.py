@@ -401,6 +401,7 @@ def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict
     """Annotate a sample of `docs_dir` (default: the run's unique/ or docs/) into `<cfg.out>/labels`."""
     import ray
 
+    from pipeline.llm.client import check_server
     from pipeline.ray_exec import ensure_ray
     from pipeline.report import build_report
 
@@ -419,6 +420,8 @@ def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict
     startup_s = 0.0
     client_stats: list[dict[str, Any]] = []
     if todo:
+        if cfg.llm.backend == "server":
+            check_server(cfg.llm, STAGE)
         ensure_ray(cfg.ray)
         server_actor, engine_actor = _actor_classes()
         actor_cls, per_actor = (engine_actor, 1) if cfg.llm.backend == "engine" else (server_actor, 2)
@@ -529,12 +532,13 @@ def _cmd_annotate(args) -> int:
     import sys
 
     from pipeline.cli import _config
+    from pipeline.llm.client import LLMUnavailable
 
     extra = [f"annotate.sample={args.sample}"] if args.sample else []
     cfg = _config(args, extra)
     try:
         summary = run(cfg, args.docs)
-    except (FileNotFoundError, PromptError, ValueError) as exc:
+    except (FileNotFoundError, PromptError, ValueError, LLMUnavailable) as exc:
         print(f"curate annotate: {exc}", file=sys.stderr)
         return 2
     print(f"labels: {Path(cfg.out) / LABELS}")

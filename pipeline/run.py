@@ -174,9 +174,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.config_path and not args.config:
         args.config = args.config_path
     cfg = _config(args)
-    report = run_pipeline(cfg)
+    try:
+        report = run_pipeline(cfg)
+    except _stage_errors() as exc:
+        print(f"curate run: {type(exc).__name__}: {exc}\n(finished stages are kept: fix the cause and run the "
+              f"same command again to go on from there)", file=sys.stderr)
+        return 2
     print(format_summary(report))
     return 0 if report.get("conserved") else 1
+
+
+def _stage_errors() -> tuple[type[BaseException], ...]:
+    """The errors a stage raises for a cause the user can fix (input, labels, endpoint, classifier)."""
+    from classifiers.artifact import ArtifactError
+    from classifiers.distil import DistilError
+    from classifiers.labels import LabelsError
+    from pipeline.classify import ClassifyError
+    from pipeline.llm.client import LLMUnavailable
+    from pipeline.llm.prompts import PromptError
+    from pipeline.llm.server import ServerError
+    from pipeline.report import ConservationError
+
+    return (ArtifactError, DistilError, LabelsError, ClassifyError, PromptError, ServerError, LLMUnavailable,
+            ConservationError, FileNotFoundError)
 
 
 def register_cli(sub) -> None:

@@ -141,3 +141,22 @@ def test_reusing_a_classifier_skips_annotate_and_distil(demo_run, tmp_path):
     first = json.loads((out / "report.json").read_text())
     # same input, same classifier, same threshold: the same decisions
     assert _counts(report)["classify"] == _counts(first)["classify"]
+
+
+def test_an_endpoint_that_does_not_answer_stops_the_run_before_any_request(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "run"
+    result = subprocess.run([str(CURATE), "run", "jobs/configs/demo.yaml", "--out", str(out),
+                             "--llm-url", f"http://127.0.0.1:{port}/v1"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"annotate: no LLM server answering at http://127.0.0.1:{port}/v1" in result.stderr
+    assert "finished stages are kept" in result.stderr and "Traceback" not in result.stderr
+    # extract and dedup finished and stay; nothing was labelled or recorded as a label error
+    layout = RunLayout(out)
+    assert layout.is_stage_done("extract") and layout.is_stage_done("dedup")
+    assert not list(layout.dataset("labels").glob("*.parquet"))

@@ -140,4 +140,4 @@ def test_rewrite_routes_chunks_accounts_and_reruns_from_the_cache(tmp_path, real
 
     # a model name the server does not serve is refused before any request
     with pytest.raises(rewrite.stage.LLMUnavailable, match="serves \\['tiny-llama'\\], not llm.model='llama-70b'"):
-        rewrite.stage.check_server(cfg.llm.model_copy(update={"model": "llama-70b"}))
+        rewrite.stage.check_server(cfg.llm.model_copy(update={"model": "llama-70b"}), "rewrite")

@@ -43,6 +43,32 @@ class Completion:
     model: str
 
 
+class LLMUnavailable(RuntimeError):
+    """The configured server does not answer, or does not serve the configured model."""
+
+
+def check_server(llm_cfg, stage: str, timeout_s: float = 10.0) -> None:
+    """Fail fast, before any request of a stage is sent, when nothing answers at llm.url or it serves
+    another model: otherwise every request would be retried and recorded as an error."""
+    import urllib.error
+    import urllib.request
+
+    url = llm_cfg.url.rstrip("/") + "/models"
+    api_key = os.environ.get(llm_cfg.api_key_env)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            served = [m.get("id") for m in json.loads(response.read()).get("data", [])]
+    except urllib.error.HTTPError:
+        return  # it answers (auth, or no /models route): let the requests say what is wrong
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise LLMUnavailable(f"{stage}: no LLM server answering at {llm_cfg.url} ({exc}); start one with "
+                             "`curate llm serve --model DIR` or pass --llm-url") from None
+    if served and llm_cfg.model not in served:
+        raise LLMUnavailable(f"{stage}: {llm_cfg.url} serves {served}, not llm.model={llm_cfg.model!r} "
+                             "(pass --llm-model)")
+
+
 class LLMError(Exception):
     """A request that failed for good; `kind` is snake_case (http_500, timeout, connection_error, ...)."""
 

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from pipeline import schemas
 from pipeline.annotate import cache_dir, is_transient, sampling_params
 from pipeline.io import RunLayout, write_json, write_parquet
-from pipeline.llm.client import Completion, LLMClient, LLMError, canonical_json
+from pipeline.llm.client import Completion, LLMClient, LLMError, LLMUnavailable, canonical_json, check_server
 from pipeline.llm.prompts import Prompt, PromptError, load_prompt
 from pipeline.report import ShardStats
 from pipeline.rewrite.checks import Failure, check_answer, check_rewrite, format_qa_pairs, parse_qa_pairs
@@ -400,33 +400,6 @@ def _remove_stale(layout: RunLayout, keys: set[str]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- Ray driver
-class LLMUnavailable(RuntimeError):
-    """The configured server does not answer, or does not serve the configured model."""
-
-
-def check_server(llm_cfg, timeout_s: float = 10.0) -> None:
-    """Fail fast, before any shard is sent, when nothing answers at llm.url or it serves another model:
-    otherwise every request of the corpus would be retried and recorded as an error."""
-    import os
-    import urllib.error
-    import urllib.request
-
-    url = llm_cfg.url.rstrip("/") + "/models"
-    api_key = os.environ.get(llm_cfg.api_key_env)
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            served = [m.get("id") for m in json.loads(response.read()).get("data", [])]
-    except urllib.error.HTTPError:
-        return  # it answers (auth, or no /models route): let the requests say what is wrong
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise LLMUnavailable(f"rewrite: no LLM server answering at {llm_cfg.url} ({exc}); start one with "
-                             "`curate llm serve --model DIR` or pass --llm-url") from None
-    if served and llm_cfg.model not in served:
-        raise LLMUnavailable(f"rewrite: {llm_cfg.url} serves {served}, not llm.model={llm_cfg.model!r} "
-                             "(pass --llm-model)")
-
-
 def _actor_class():
     import ray
 
@@ -465,7 +438,7 @@ class _ShardPool:
         if not self.actors:
             from pipeline.ray_exec import ensure_ray
 
-            check_server(self.cfg.llm)
+            check_server(self.cfg.llm, STAGE)
             ensure_ray(self.cfg.ray)
             actor_cls = _actor_class()
             self.actors = [actor_cls.remote(self.cfg, self.out_root, self.source)
