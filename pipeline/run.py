@@ -106,33 +106,24 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     return summarize(cfg, timings, llm_noise=cfg.llm.serve_tiny_model)
 
 
-def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = False) -> dict[str, Any]:
-    """Counts per stage and reason, kept words per quality bucket and topic, conservation; report.json."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+# Kept documents whose tokens are counted one by one; past this, tokens are words x the ratio measured on them.
+EXACT_TOKEN_DOCS = 200_000
 
+
+def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = False) -> dict[str, Any]:
+    """Counts per stage and reason, kept tokens and words per quality bucket and top topic, conservation;
+    written to report.json."""
     from pipeline.report import build_report
+    from pipeline.rewrite.chunking import TokenCounter
+    from pipeline.rewrite.stage import resolve_tokenizer
 
     layout = RunLayout(cfg.out)
-    # One corpus file at a time: the driver never holds the whole corpus.
-    kept_docs = 0
-    words_by_bucket: Counter = Counter()
-    words_by_topic: Counter = Counter()
-    for path in sorted(layout.dataset("corpus").glob("*.parquet")):
-        part = pq.read_table(path, columns=["text", "quality_prob", "topics"])
-        kept_docs += part.num_rows
-        n_words = pc.list_value_length(pc.utf8_split_whitespace(part.column("text")))
-        for words, prob, topics in zip(n_words.to_pylist(), part.column("quality_prob").to_pylist(),
-                                       part.column("topics").to_pylist()):
-            low = min(int((prob or 0.0) * 4), 3) / 4
-            words_by_bucket[f"{low:.2f}-{low + 0.25:.2f}"] += words or 0
-            words_by_topic[(topics or ["(none)"])[0]] += words or 0
+    counter = TokenCounter(resolve_tokenizer(cfg))
+    kept = kept_totals(layout.dataset("corpus"), counter)
     extra = {
         "timings_s": timings,
         "llm_noise": llm_noise,
-        "kept_docs": kept_docs,
-        "kept_words_by_quality_bucket": dict(sorted(words_by_bucket.items())),
-        "kept_words_by_topic": dict(words_by_topic.most_common()),
+        **kept,
         "outputs": {name: str(layout.dataset(name)) for name in
                     ("docs", "unique", "labels", "classifier", "scores", "corpus", "synthetic", "decisions")
                     if layout.dataset(name).exists()},
@@ -140,17 +131,61 @@ def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = Fa
     return build_report(layout, extra=extra)
 
 
+def kept_totals(corpus_dir: Path, counter, exact_docs: int = EXACT_TOKEN_DOCS) -> dict[str, Any]:
+    """Kept documents, tokens and words per quality bucket (the classifier's probability, in quarters) and
+    per top topic. One corpus file at a time: the driver never holds the corpus. Tokens are counted with
+    `counter` for the first `exact_docs` documents, then estimated from their tokens-per-word ratio."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    docs = counted_docs = counted_words = counted_tokens = 0
+    by_bucket: dict[str, Counter] = {"tokens": Counter(), "words": Counter()}
+    by_topic: dict[str, Counter] = {"tokens": Counter(), "words": Counter()}
+    for path in sorted(corpus_dir.glob("*.parquet")):
+        part = pq.read_table(path, columns=["text", "quality_prob", "topics"])
+        docs += part.num_rows
+        words = pc.list_value_length(pc.utf8_split_whitespace(part.column("text"))).fill_null(0).to_pylist()
+        if counted_docs < exact_docs:
+            tokens = counter.count_many([t or "" for t in part.column("text").to_pylist()])
+            counted_docs += part.num_rows
+            counted_words += sum(words)
+            counted_tokens += sum(tokens)
+        else:
+            ratio = counted_tokens / counted_words if counted_words else 0.0
+            tokens = [round(w * ratio) for w in words]
+        for n_words, n_tokens, prob, topics in zip(words, tokens, part.column("quality_prob").to_pylist(),
+                                                   part.column("topics").to_pylist()):
+            low = min(int((prob or 0.0) * 4), 3) / 4
+            bucket, topic = f"{low:.2f}-{low + 0.25:.2f}", (topics or ["(none)"])[0]
+            for totals, key in ((by_bucket, bucket), (by_topic, topic)):
+                totals["tokens"][key] += n_tokens
+                totals["words"][key] += n_words
+    return {
+        "kept_docs": docs,
+        "kept_tokens_by_quality_bucket": dict(sorted(by_bucket["tokens"].items())),
+        "kept_tokens_by_topic": dict(by_topic["tokens"].most_common()),
+        "kept_words_by_quality_bucket": dict(sorted(by_bucket["words"].items())),
+        "kept_words_by_topic": dict(by_topic["words"].most_common()),
+        "token_count": {"tokenizer": counter.name, "exact_docs": min(counted_docs, docs), "docs": docs},
+    }
+
+
 def format_summary(report: dict[str, Any]) -> str:
     from pipeline.report import format_report
 
     lines = [format_report(report), ""]
     lines.append(f"kept documents: {report.get('kept_docs', 0)}")
-    lines.append("kept words by quality bucket (the distilled classifier's probability):")
-    for bucket, words in report.get("kept_words_by_quality_bucket", {}).items():
-        lines.append(f"  {bucket}  {words}")
-    lines.append("kept words by top topic:")
-    for topic, words in list(report.get("kept_words_by_topic", {}).items())[:12]:
-        lines.append(f"  {topic:<32} {words}")
+    count = report.get("token_count", {})
+    how = "" if count.get("exact_docs") == count.get("docs") else f", exact for the first {count.get('exact_docs')} docs"
+    lines.append(f"kept tokens ({count.get('tokenizer')}{how}) / words, by quality bucket "
+                 "(the distilled classifier's probability):")
+    words = report.get("kept_words_by_quality_bucket", {})
+    for bucket, tokens in report.get("kept_tokens_by_quality_bucket", {}).items():
+        lines.append(f"  {bucket}  {tokens:>10} / {words.get(bucket, 0)}")
+    lines.append("kept tokens / words, by top topic:")
+    words = report.get("kept_words_by_topic", {})
+    for topic, tokens in list(report.get("kept_tokens_by_topic", {}).items())[:12]:
+        lines.append(f"  {topic:<32} {tokens:>10} / {words.get(topic, 0)}")
     labels = report.get("annotate")
     if labels:
         errors = ", ".join(f"{kind} {n}" for kind, n in labels.get("errors", {}).items()) or "none"

@@ -69,10 +69,14 @@ def test_demo_command_runs_every_stage_and_stops_its_server(demo_run):
     assert (out / "classifier" / "quality.bin").exists() and (out / "classifier" / "README.md").exists()
     assert (out / "synthetic" / "README.md").exists()
     assert sum(report["kept_words_by_quality_bucket"].values()) == sum(report["kept_words_by_topic"].values()) > 0
+    assert sum(report["kept_tokens_by_quality_bucket"].values()) == sum(report["kept_tokens_by_topic"].values()) > 0
+    # tokens of the served model's own tokenizer (the tiny model's), every kept document counted
+    assert report["token_count"] == {"tokenizer": "tokenizer:tiny-llama", "exact_docs": kept, "docs": kept}
 
     # the printed summary: the table, the conservation lines, the noise warning, where the outputs are
     for stage in ("extract", "dedup", "annotate", "classify", "rewrite"):
         assert re.search(rf"conservation {stage}: .* \[ok\]", result.stdout), stage
+    assert "kept tokens (tokenizer:tiny-llama) / words, by quality bucket" in result.stdout
     assert "noise by design" in result.stdout and f"corpus     {out / 'corpus'}" in result.stdout
     # the tiny server it started is gone
     pid = int(re.search(r"tiny vLLM server ready at http://127\.0\.0\.1:\d+/v1 \(pid (\d+)\)", result.stdout).group(1))
