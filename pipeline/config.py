@@ -115,6 +115,9 @@ class DedupConfig(Section):
     min_line_chars: int = Field(default=10, ge=0)
     min_chars_after_line_dedup: int = Field(default=200, ge=0)
     num_partitions: int = Field(default=8, ge=1)
+    # Docs shards handled by one sign / line-count task and one routing destination: every such task writes one
+    # file per partition, so raise it at scale until shards / shards_per_task is a few thousand.
+    shards_per_task: int = Field(default=1, ge=1)
     # Keep the scratch shuffle files under <out>/_work/dedup after the stage completes (for inspection).
     keep_work: bool = False
 

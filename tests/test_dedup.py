@@ -263,7 +263,7 @@ def _snapshot(out: Path) -> tuple[list, list]:
 def test_same_output_with_one_or_many_partitions_and_workers_and_on_resume(tmp_path, extracted):
     outs = {}
     for name, overrides in {"one": ["dedup.num_partitions=1", "ray.max_in_flight=1"],
-                            "many": ["dedup.num_partitions=7", "ray.max_in_flight=4"]}.items():
+                            "many": ["dedup.num_partitions=7", "ray.max_in_flight=4", "dedup.shards_per_task=2"]}.items():
         out = tmp_path / name
         shutil.copytree(extracted, out)
         cfg = load_config(None, [f"out={out}", *overrides])
@@ -288,6 +288,58 @@ def test_same_output_with_one_or_many_partitions_and_workers_and_on_resume(tmp_p
     assert _snapshot(out) == many
     report = build_report(layout)
     assert report["conserved"] and report["stages"]["dedup"]["input"] == report["stages"]["extract"]["kept"]
+
+
+def _task_folders(out: Path, step: str) -> list[str]:
+    return sorted(p.name for p in (out / "_work" / "dedup" / step).iterdir() if p.is_dir() and p.name != "_done")
+
+
+def _routed_to(out: Path, step: str) -> set[str]:
+    return {p.name for p in (out / "_work" / "dedup" / step).glob("*/to-*.parquet")}
+
+
+def test_same_output_whatever_shards_per_task_and_no_stale_scratch(tmp_path, extracted):
+    """The extracted pages dealt round-robin into 7 shards (copies of a page land in different groups), deduplicated
+    with 1, 3 and 10 shards per task: same output, fewer writers, labels and repeated lines routed to groups."""
+    docs = read_dataset(extracted / "docs", schemas.DOCS)
+    for shard in range(7):
+        write_parquet(docs.take(list(range(shard, docs.num_rows, 7))), tmp_path / "docs" / f"part-{shard:05d}.parquet",
+                      schemas.DOCS)
+    runs = {}
+    for per_task in (1, 3, 10):
+        out = tmp_path / f"k{per_task}"
+        summary, _, _ = _dedup(out, tmp_path / "docs", "dedup.keep_work=true", f"dedup.shards_per_task={per_task}")
+        runs[per_task] = (out, summary, _snapshot(out))
+    unique, decisions = runs[1][2]
+    assert {r["reason"] for r in decisions} >= {"exact_duplicate", "near_duplicate", "too_short_after_line_dedup"}
+    assert any(u["lines_removed"] for u in unique)
+    for per_task, (out, summary, snapshot) in runs.items():
+        groups = -(-7 // per_task)
+        assert snapshot == runs[1][2], per_task
+        assert summary["key_records"] == runs[1][1]["key_records"] and summary["sign_tasks"] == groups
+        assert _task_folders(out, "sign") == _task_folders(out, "lines") == [f"{g:06d}" for g in range(groups)]
+        for step in ("labels", "repeated"):
+            assert _routed_to(out, step) and _routed_to(out, step) <= {f"to-{g:05d}.parquet" for g in range(groups)}
+    out = runs[3][0]
+    layout = RunLayout(out)
+
+    def crash() -> None:  # every output shard, its marker and the stage marker gone; scratch files kept
+        layout.stage_marker("dedup").unlink()
+        for marker in layout.state("dedup").glob("*.json"):
+            marker.unlink()
+            (layout.dataset("unique") / f"{marker.stem}.parquet").unlink()
+
+    # same config: the finished sign tasks are reused, not rewritten
+    crash()
+    signed = {p: p.stat().st_mtime_ns for p in (out / "_work" / "dedup" / "sign").rglob("*") if p.is_file()}
+    dedup.run(load_config(None, [f"out={out}", "dedup.num_partitions=3", "dedup.keep_work=true",
+                                 "dedup.shards_per_task=3"]), docs_dir=tmp_path / "docs", quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in signed} == signed and _snapshot(out) == runs[1][2]
+    # another shards_per_task: the old scratch files are discarded, not mixed with the new groups
+    crash()
+    summary, _, _ = _dedup(out, tmp_path / "docs", "dedup.keep_work=true", "dedup.shards_per_task=2")
+    assert _task_folders(out, "sign") == [f"{g:06d}" for g in range(4)]
+    assert summary["key_records"] == runs[1][1]["key_records"] and _snapshot(out) == runs[1][2]
 
 
 def test_cli_and_clear_errors(tmp_path, ray_local, capsys):

@@ -1,23 +1,25 @@
 """Dedup stage: docs/ -> unique/ (exact, URL and MinHash-LSH near-duplicates, then repeated lines).
 
-Steps, each a set of Ray tasks over shards (input files) or partitions (hash ranges), talking through the
-file shuffle in `pipeline.dedup.shuffle`:
+Steps, each a set of Ray tasks over shards (input files), groups of `dedup.shards_per_task` consecutive shards,
+or partitions (hash ranges), talking through the file shuffle in `pipeline.dedup.shuffle`. Every shuffle writer
+writes one file per partition, so shards are grouped for writing and routed back per group: at scale that is
+groups x partitions files instead of shards x partitions.
 
-1. sign (per shard): every document emits grouping keys -- its normalised-text digest, its URL digest, and
+1. sign (per group): every document emits grouping keys -- its normalised-text digest, its URL digest, and
    one LSH key per MinHash band (with a compact signature when candidates are verified) -- partitioned by key.
 2. group (per partition): documents sharing a key become edges to the group's smallest document (star, never
    all pairs); band candidates are linked only when their signature-estimated Jaccard passes
    `dedup.verify_threshold`. Edges are partitioned by document.
 3. components: large-star / small-star rounds until every component is a star around its smallest document
-   (see pipeline.dedup.components), then labels are routed back to each document's home shard.
-4. lines (per shard, then per partition): survivors' lines are counted across the dataset; lines found in more
+   (see pipeline.dedup.components), then labels are routed back to the group of each document's home shard.
+4. lines (per group, then per partition): survivors' lines are counted across the dataset; lines found in more
    than `dedup.max_line_repeats` documents are the repeated ones.
 5. output (per shard): survivors go to unique/ with repeated lines removed; every other document gets a
    decisions/dedup row naming the survivor; a stats marker per shard feeds the conservation check.
 
 A document's id in the graph is a string that sorts by (crawl date, doc_id): the smallest node of a component
 is its survivor, and the string also carries the home shard, row and digests so labels and reasons need no
-join. Nothing here holds more than one shard or one partition in memory.
+join. Nothing here holds more than one group's records or one partition in memory.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ TOO_SHORT = "too_short_after_line_dedup"
 KEY_RECORDS = pa.schema([pa.field("key", pa.binary(KEY_BYTES), nullable=False),
                          pa.field("node", pa.string(), nullable=False),
                          pa.field("signature", pa.binary())])
-# How many of a shard's surviving documents contain a line (digest); routed back to the shard when repeated.
+# How many of a shard's surviving documents contain a line (digest); routed back to the shard's group when
+# repeated.
 LINE_COUNTS = pa.schema([pa.field("line", pa.uint64(), nullable=False), pa.field("shard", pa.int64(), nullable=False),
                          pa.field("docs", pa.int64(), nullable=False)])
 REQUIRED_COLUMNS = ("doc_id", "url", "crawl_date", "text")
@@ -191,11 +194,7 @@ def _rows_of_keys_above(table: pa.Table, key: str, column: str, aggregation: str
     return table.filter(pc.is_in(table[key], value_set=keys)), keys
 
 
-def sign_shard(item: tuple[int, str], cfg: DedupConfig, work_root: str) -> dict[str, Any]:
-    shard, path = item
-    work, task = WorkArea(work_root), f"{shard:06d}"
-    if work.is_done("sign", task):
-        return work.done_info("sign", task)
+def _key_records(shard: int, path: str, cfg: DedupConfig) -> pa.Table:
     table = _read_docs(path, list(REQUIRED_COLUMNS))
     keys: list[bytes] = []
     nodes: list[str] = []
@@ -208,11 +207,19 @@ def sign_shard(item: tuple[int, str], cfg: DedupConfig, work_root: str) -> dict[
             keys.append(key)
             nodes.append(node)
             signatures.append(signature)
-    records_table = pa.table({"key": pa.array(keys, pa.binary(KEY_BYTES)), "node": pa.array(nodes, pa.string()),
-                              "signature": pa.array(signatures, pa.binary())}, schema=KEY_RECORDS)
-    work.write_partitioned("sign", task, records_table, digest_partitions(records_table["key"], cfg.num_partitions),
-                           KEY_RECORDS)
-    return work.mark_done("sign", task, {"docs": table.num_rows, "records": len(keys)})
+    return pa.table({"key": pa.array(keys, pa.binary(KEY_BYTES)), "node": pa.array(nodes, pa.string()),
+                     "signature": pa.array(signatures, pa.binary())}, schema=KEY_RECORDS)
+
+
+def sign_group(item: tuple[int, list[tuple[int, str]]], cfg: DedupConfig, work_root: str) -> dict[str, Any]:
+    """Key records of a group of shards, signed shard by shard and written as one set of partition files."""
+    group, shards = item
+    work, task = WorkArea(work_root), f"{group:06d}"
+    if work.is_done("sign", task):
+        return work.done_info("sign", task)
+    records = pa.concat_tables([_key_records(shard, path, cfg) for shard, path in shards])
+    work.write_partitioned("sign", task, records, digest_partitions(records["key"], cfg.num_partitions), KEY_RECORDS)
+    return work.mark_done("sign", task, {"records": records.num_rows})
 
 
 def group_partition(partition: int, cfg: DedupConfig, work_root: str) -> dict[str, Any]:
@@ -243,42 +250,57 @@ def group_partition(partition: int, cfg: DedupConfig, work_root: str) -> dict[st
     return work.mark_done("edges", task, {"records": records.num_rows, "edges": len(left), "rejected": rejected})
 
 
-def label_partition(partition: int, final_step: str, num_shards: int, work_root: str) -> dict[str, Any]:
+def label_partition(partition: int, final_step: str, shards_per_task: int, work_root: str) -> dict[str, Any]:
     work, task = WorkArea(work_root), f"{partition:05d}"
     if work.is_done("labels", task):
         return work.done_info("labels", task)
     labels = star_labels(work.read_partition(final_step, partition, EDGES))
-    homes = np.fromiter((parse_node(node)["shard"] for node in labels["node"].to_pylist()), dtype=np.int64,
-                        count=labels.num_rows)
+    # home is the group of the document's shard: one file per (partition, group), not per (partition, shard)
+    homes = np.fromiter((parse_node(node)["shard"] // shards_per_task for node in labels["node"].to_pylist()),
+                        dtype=np.int64, count=labels.num_rows)
     work.write_partitioned("labels", task, labels, homes, LABELS)
     return work.mark_done("labels", task, {"labelled": labels.num_rows,
                                            "components": labels.num_rows - labels["size"].null_count})
 
 
-def _shard_labels(work: WorkArea, shard: int) -> dict[int, tuple[str, str, int | None]]:
+def _group_labels(work: WorkArea, group: int) -> dict[int, dict[int, tuple[str, str, int | None]]]:
+    """shard -> row -> (node, root, component size on the root's row) for the group's documents in a
+    component."""
+    labels = work.read_partition("labels", group, LABELS)
+    by_shard: dict[int, dict[int, tuple[str, str, int | None]]] = {}
+    for node, root, size in zip(*(labels[name].to_pylist() for name in LABELS.names)):
+        home = parse_node(node)
+        by_shard.setdefault(home["shard"], {})[home["row"]] = (node, root, size)
+    return by_shard
+
+
+def _shard_labels(work: WorkArea, shard: int, shards_per_task: int) -> dict[int, tuple[str, str, int | None]]:
     """row -> (node, root, component size on the root's row) for this shard's documents in a component."""
-    labels = work.read_partition("labels", shard, LABELS)
-    return {parse_node(node)["row"]: (node, root, size)
-            for node, root, size in zip(*(labels[name].to_pylist() for name in LABELS.names))}
+    return _group_labels(work, shard // shards_per_task).get(shard, {})
 
 
-def count_lines_shard(item: tuple[int, str], cfg: DedupConfig, work_root: str) -> dict[str, Any]:
-    shard, path = item
-    work, task = WorkArea(work_root), f"{shard:06d}"
-    if work.is_done("lines", task):
-        return work.done_info("lines", task)
-    labels = _shard_labels(work, shard)
+def _line_counts(shard: int, path: str, labels: dict[int, tuple[str, str, int | None]], cfg: DedupConfig) -> pa.Table:
     counts: Counter = Counter()
     for row, text in enumerate(_read_docs(path, ["doc_id", "text"])["text"].to_pylist()):
         label = labels.get(row)
         if label is not None and label[0] != label[1]:
             continue  # a duplicate: its lines must not count, or every line of a copied page looks repeated
         counts.update({digest for digest in line_digests(text or "", cfg) if digest is not None})
-    table = pa.table({"line": pa.array(list(counts), pa.uint64()), "shard": pa.array([shard] * len(counts), pa.int64()),
-                      "docs": pa.array(list(counts.values()), pa.int64())}, schema=LINE_COUNTS)
+    return pa.table({"line": pa.array(list(counts), pa.uint64()), "shard": pa.array([shard] * len(counts), pa.int64()),
+                     "docs": pa.array(list(counts.values()), pa.int64())}, schema=LINE_COUNTS)
+
+
+def count_lines_group(item: tuple[int, list[tuple[int, str]]], cfg: DedupConfig, work_root: str) -> dict[str, Any]:
+    """Line counts of a group of shards, one row per (line, shard), written as one set of partition files."""
+    group, shards = item
+    work, task = WorkArea(work_root), f"{group:06d}"
+    if work.is_done("lines", task):
+        return work.done_info("lines", task)
+    labels = _group_labels(work, group)
+    table = pa.concat_tables([_line_counts(shard, path, labels.get(shard, {}), cfg) for shard, path in shards])
     parts = (table["line"].to_numpy() % np.uint64(cfg.num_partitions)).astype(np.int64)
     work.write_partitioned("lines", task, table, parts, LINE_COUNTS)
-    return work.mark_done("lines", task, {"distinct_lines": len(counts)})
+    return work.mark_done("lines", task, {"line_counts": table.num_rows})
 
 
 def repeated_lines_partition(partition: int, cfg: DedupConfig, work_root: str) -> dict[str, Any]:
@@ -286,15 +308,17 @@ def repeated_lines_partition(partition: int, cfg: DedupConfig, work_root: str) -
     if work.is_done("repeated", task):
         return work.done_info("repeated", task)
     counts = work.read_partition("lines", partition, LINE_COUNTS)
-    # each repeated line goes back to exactly the shards that contain it (a join without another shuffle)
+    # each repeated line goes back to the groups of exactly the shards that contain it (a join without
+    # another shuffle)
     routed, repeated = _rows_of_keys_above(counts, "line", "docs", "sum", cfg.max_line_repeats)
-    work.write_partitioned("repeated", task, routed, routed["shard"].to_numpy(), LINE_COUNTS)
+    work.write_partitioned("repeated", task, routed, routed["shard"].to_numpy() // cfg.shards_per_task, LINE_COUNTS)
     return work.mark_done("repeated", task, {"repeated_lines": len(repeated)})
 
 
-def _repeated_lines_in(work: WorkArea, shard: int) -> set[int]:
-    """The repeated lines that occur in this shard's surviving documents."""
-    return set(work.read_partition("repeated", shard, LINE_COUNTS, columns=["line"])["line"].to_pylist())
+def _repeated_lines_in(work: WorkArea, shard: int, shards_per_task: int) -> set[int]:
+    """The repeated lines that occur in this shard's surviving documents (its group's, filtered by shard)."""
+    routed = work.read_partition("repeated", shard // shards_per_task, LINE_COUNTS, columns=["line", "shard"])
+    return set(routed.filter(pc.equal(routed["shard"], shard))["line"].to_pylist())
 
 
 def output_name(path: str) -> str:
@@ -310,8 +334,8 @@ def write_shard(item: tuple[int, str], cfg: DedupConfig, work_root: str, out_roo
         return {"skipped": True, "shard": name}
     started = time.perf_counter()
     docs = _read_docs(path).to_pylist()
-    labels = _shard_labels(work, shard)
-    repeated = _repeated_lines_in(work, shard) if cfg.line else set()
+    labels = _shard_labels(work, shard, cfg.shards_per_task)
+    repeated = _repeated_lines_in(work, shard, cfg.shards_per_task) if cfg.line else set()
     source = Path(path).name  # the docs shard, by name: outputs do not depend on where the run root lives
     stats = ShardStats(stage=STAGE, shard=name, source=source, input=len(docs))
     kept: list[dict[str, Any]] = []
@@ -364,7 +388,8 @@ def _docs_shards(docs_dir: Path) -> list[tuple[int, str]]:
 
 
 def _prepare_work(work: WorkArea, cfg: DedupConfig, shards: list[tuple[int, str]]) -> None:
-    """Reuse scratch files of an interrupted run only if it had the same config and inputs."""
+    """Reuse scratch files of an interrupted run only if it had the same config and inputs (the config
+    includes `num_partitions` and `shards_per_task`, which decide the task and partition file names)."""
     manifest = {"config": cfg.model_dump(mode="json"), "shards": [path for _, path in shards]}
     path = work.root / "manifest.json"
     if path.exists():
@@ -387,6 +412,9 @@ def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict
         return {"skipped": True}
     dedup_cfg: DedupConfig = cfg.dedup
     shards = _docs_shards(Path(docs_dir) if docs_dir is not None else layout.dataset("docs"))
+    per_task = dedup_cfg.shards_per_task
+    # shard indices are positions in `shards`, so group g holds exactly the shards with index // per_task == g
+    groups = [(start // per_task, shards[start:start + per_task]) for start in range(0, len(shards), per_task)]
     partitions = list(range(dedup_cfg.num_partitions))
     work = WorkArea(layout.root / "_work" / STAGE)
     _prepare_work(work, dedup_cfg, shards)
@@ -400,13 +428,13 @@ def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict
         return infos
 
     work_root = str(work.root)
-    sign_infos = run_tasks(sign_shard, shards, dedup_cfg, work_root)
+    sign_infos = run_tasks(sign_group, groups, dedup_cfg, work_root)
     edge_infos = run_tasks(group_partition, partitions, dedup_cfg, work_root)
     final_step, rounds = connected_components(work, "edges", dedup_cfg.num_partitions,
                                               partial(run_tasks, label="components"))
-    run_tasks(label_partition, partitions, final_step, len(shards), work_root)
+    run_tasks(label_partition, partitions, final_step, per_task, work_root)
     if dedup_cfg.line:
-        run_tasks(count_lines_shard, shards, dedup_cfg, work_root)
+        run_tasks(count_lines_group, groups, dedup_cfg, work_root)
         run_tasks(repeated_lines_partition, partitions, dedup_cfg, work_root)
     todo = [item for item in shards if not layout.is_shard_done(STAGE, output_name(item[1]))]
     run_tasks(write_shard, todo, dedup_cfg, work_root, str(layout.root))
@@ -426,6 +454,7 @@ def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict
         "peak_rss_mb_by_step": peaks,
         "peak_task_rss_mb": max(peaks.values(), default=0.0),
         "num_partitions": dedup_cfg.num_partitions,
+        "sign_tasks": len(groups),
     }
     write_json(summary, layout.stage_marker(STAGE))
     if not dedup_cfg.keep_work:
