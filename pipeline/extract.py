@@ -273,17 +273,26 @@ def check_langid_model(cfg: ExtractConfig) -> None:
                           "(give a local path to lid.176.bin / GlotLID's model.bin, or py3langid)")
 
 
+def extract_settings(cfg) -> dict[str, Any]:
+    """What docs/ depends on: the input selection and the extract settings (not retries, credentials or Ray)."""
+    selection = cfg.input.model_dump(mode="json", exclude={"retries", "retry_backoff_s", "storage_options"})
+    return {**{f"input.{k}": v for k, v in selection.items()},
+            **{f"extract.{k}": v for k, v in cfg.extract.model_dump(mode="json").items()}}
+
+
 def run(cfg, *, quiet: bool = False) -> dict[str, Any]:
     """Extract every input WARC of `cfg` (a RunConfig) into `<cfg.out>/docs`, on Ray, resumable."""
     from pipeline.ray_exec import ray_map
     from pipeline.sources import resolve_warcs
 
     layout = RunLayout(cfg.out)
+    if not layout.is_stage_done(STAGE):
+        check_langid_model(cfg.extract)  # before anything is written
+    layout.check_settings(STAGE, extract_settings(cfg))
     if layout.is_stage_done(STAGE):
         if not quiet:
             print(f"[{STAGE}] complete in {layout.root}, skipped")
         return {"skipped": True}
-    check_langid_model(cfg.extract)
     sources = resolve_warcs(cfg.input)
     started = time.perf_counter()
     results = ray_map(extract_warc, sources, cfg.extract, cfg.input, str(layout.root), cfg=cfg.ray,

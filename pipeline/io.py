@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.config import ConfigError
+
 T = TypeVar("T")
 
 PARQUET_COMPRESSION = "zstd"
@@ -106,6 +108,23 @@ class RunLayout:
     def is_stage_done(self, stage: str) -> bool:
         return self.stage_marker(stage).exists()
 
+    def check_settings(self, stage: str, settings: dict[str, Any]) -> None:
+        """Record the settings this stage's outputs are made with, on its first run in this folder; refuse to
+        add to (or skip over) outputs that were made with other settings, naming what changed."""
+        path = self.root / "_state" / "_settings" / f"{stage}.json"
+        settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+        if not path.exists():
+            write_json(settings, path)
+            return
+        before = json.loads(path.read_text())
+        changed = [f"{key}: {before.get(key)!r} -> {settings.get(key)!r}"
+                   for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)]
+        if changed:
+            raise SettingsChanged(
+                f"{stage}: {self.root} holds {stage} outputs made with other settings ({'; '.join(changed)}). "
+                f"Use another --out, or put the settings back; to redo the stage here, delete "
+                f"{self.state(stage)}, {path} and the stage's outputs first.")
+
     def shard_stats(self, stage: str) -> list[dict]:
         folder = self.state(stage)
         if not folder.exists():
@@ -115,6 +134,10 @@ class RunLayout:
     @property
     def report_path(self) -> Path:
         return self.root / "report.json"
+
+
+class SettingsChanged(ConfigError):
+    """A run folder's stage outputs were made with other settings than the ones given now."""
 
 
 class TransientError(Exception):

@@ -278,7 +278,7 @@ def test_same_output_with_one_or_many_partitions_and_workers_and_on_resume(tmp_p
     assert dedup.run(cfg, quiet=True) == {"skipped": True}
     # a crash after some shards were written: stage marker, one shard's marker and output are gone
     layout.stage_marker("dedup").unlink()
-    victim = sorted(p for p in layout.state("dedup").glob("*.json"))[0]
+    victim = sorted(p for p in layout.state("dedup").glob("*.json") if not p.name.startswith("_"))[0]
     victim.unlink()
     (layout.dataset("unique") / f"{victim.stem}.parquet").unlink()
     untouched = sorted(layout.dataset("unique").glob("*.parquet"))[0]
@@ -368,3 +368,14 @@ def test_config_names_bad_field():
     with pytest.raises(ConfigError, match="dedup.verify_threshold"):
         load_config(None, ["dedup.verify_threshold=1.5"])
     assert DedupConfig().num_bands * DedupConfig().rows_per_band == 112
+
+
+def test_other_dedup_settings_in_the_same_folder_are_refused(run_copy):
+    from pipeline.io import SettingsChanged
+
+    _dedup(run_copy)
+    # how the work is split does not change unique/: the finished stage is skipped
+    assert dedup.run(load_config(None, [f"out={run_copy}", "dedup.num_partitions=5", "dedup.shards_per_task=2"]),
+                     quiet=True) == {"skipped": True}
+    with pytest.raises(SettingsChanged, match=r"dedup\.ngram: 5 -> 3"):
+        _dedup(run_copy, None, "dedup.ngram=3")

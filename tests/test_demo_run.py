@@ -164,3 +164,13 @@ def test_an_endpoint_that_does_not_answer_stops_the_run_before_any_request(tmp_p
     layout = RunLayout(out)
     assert layout.is_stage_done("extract") and layout.is_stage_done("dedup")
     assert not list(layout.dataset("labels").glob("*.parquet"))
+
+
+def test_rerun_with_other_extraction_settings_is_refused_and_changes_nothing(demo_run):
+    out, _ = demo_run
+    before = (out / "report.json").read_text()
+    result = subprocess.run([str(CURATE), "run", "jobs/configs/demo.yaml", "--out", str(out), "--set",
+                             "extract.min_text_chars=500"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert "extract.min_text_chars: 1 -> 500" in result.stderr and "Use another --out" in result.stderr
+    assert (out / "report.json").read_text() == before

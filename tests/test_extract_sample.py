@@ -66,3 +66,21 @@ def test_rerun_skips_and_half_finished_redoes_only_missing(tmp_path, ray_local, 
     second = read_dataset(layout.dataset("docs"), schemas.DOCS).sort_by("doc_id")
     assert second.column("doc_id").to_pylist() == first.column("doc_id").to_pylist()
     assert build_report(layout)["conserved"]
+
+
+def test_other_settings_in_the_same_folder_are_refused_naming_the_change(tmp_path, ray_local, sample_warcs):
+    import pytest
+
+    from pipeline.io import SettingsChanged
+
+    cfg, layout = _run(tmp_path, sample_warcs[:2])
+    docs = {p.name: p.stat().st_mtime_ns for p in layout.dataset("docs").iterdir()}
+    # retries and Ray settings do not change docs/: the finished stage is still skipped
+    assert extract.run(load_config(None, [f"out={tmp_path}", f"input.warcs={sample_warcs[:2]!r}".replace("'", '"'),
+                                          "input.retries=9", "ray.max_in_flight=1"]), quiet=True) == {"skipped": True}
+    # more input files, or another extraction setting, would mix two different runs in one docs/
+    with pytest.raises(SettingsChanged, match=r"extract: .* other settings \(input\.warcs: .*Use another --out"):
+        _run(tmp_path, sample_warcs[:3])
+    with pytest.raises(SettingsChanged, match=r"extract\.favor_precision: True -> False"):
+        _run(tmp_path, sample_warcs[:2], "extract.favor_precision=false")
+    assert {p.name: p.stat().st_mtime_ns for p in layout.dataset("docs").iterdir()} == docs

@@ -24,6 +24,7 @@ join. Nothing here holds more than one group's records or one partition in memor
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections import Counter
@@ -401,17 +402,27 @@ def _prepare_work(work: WorkArea, cfg: DedupConfig, shards: list[tuple[int, str]
     write_json(manifest, path)
 
 
+def dedup_settings(cfg: DedupConfig, shards: list[tuple[int, str]]) -> dict[str, Any]:
+    """What unique/ depends on: the input files (names and sizes) and the dedup settings that change the result
+    (not how the work is split: partitions, shards per task, scratch kept)."""
+    result_cfg = cfg.model_dump(mode="json", exclude={"num_partitions", "shards_per_task", "keep_work"})
+    inputs = [f"{Path(path).name}:{Path(path).stat().st_size}" for _, path in shards]
+    return {**{f"dedup.{k}": v for k, v in result_cfg.items()},
+            "input_files": hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:16] + f" ({len(inputs)} files)"}
+
+
 def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict[str, Any]:
     """Deduplicate the docs of `cfg` (a RunConfig) -- `<cfg.out>/docs` or `docs_dir` -- into `<cfg.out>/unique`."""
     from pipeline.ray_exec import ray_map
 
     layout = RunLayout(cfg.out)
+    dedup_cfg: DedupConfig = cfg.dedup
+    shards = _docs_shards(Path(docs_dir) if docs_dir is not None else layout.dataset("docs"))
+    layout.check_settings(STAGE, dedup_settings(dedup_cfg, shards))
     if layout.is_stage_done(STAGE):
         if not quiet:
             print(f"[{STAGE}] complete in {layout.root}, skipped")
         return {"skipped": True}
-    dedup_cfg: DedupConfig = cfg.dedup
-    shards = _docs_shards(Path(docs_dir) if docs_dir is not None else layout.dataset("docs"))
     per_task = dedup_cfg.shards_per_task
     # shard indices are positions in `shards`, so group g holds exactly the shards with index // per_task == g
     groups = [(start // per_task, shards[start:start + per_task]) for start in range(0, len(shards), per_task)]
