@@ -114,9 +114,10 @@ def test_5xx_and_429_are_retried_with_backoff_then_succeed(tmp_path):
     assert result.text == VALID["quality"] and not result.cached
     assert client.stats.requests == 3 and client.stats.retries == 2 and client.stats.completions == 1
     assert (client.stats.prompt_tokens, client.stats.completion_tokens) == (11, 7)
-    # the request is schema-constrained with response_format json_schema, never guided_json
+    # the request is schema-constrained with response_format json_schema and carries nothing else
     body = stub.bodies[-1]
-    assert body["response_format"]["type"] == "json_schema" and "guided_json" not in body
+    assert set(body) == {"model", "messages", "max_tokens", "temperature", "seed", "response_format"}
+    assert body["response_format"]["type"] == "json_schema" and body["response_format"]["json_schema"]["strict"]
     assert body["temperature"] == 0 and body["seed"] == 1 and body["max_tokens"] == 20
 
 

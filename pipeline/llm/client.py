@@ -129,7 +129,8 @@ class ResponseCache:
 
 def response_format(schema: dict[str, Any], name: str = "answer") -> dict[str, Any]:
     """The request field that constrains the answer to `schema` (vLLM: structured outputs via xgrammar).
-    Never `guided_json`: vLLM >= 0.1x ignores it silently and returns unconstrained text."""
+    The older guided-decoding request fields are gone from vLLM: it accepts them and silently returns
+    unconstrained text, so only this field is ever sent."""
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
