@@ -32,7 +32,6 @@ import json
 import statistics
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,12 +55,6 @@ def write_corpus(folder: Path, n: int) -> tuple[list[dict], str]:
     write_parquet(table.slice(0, half), folder / "part-00000.parquet", schemas.SCORED)
     write_parquet(table.slice(half), folder / "part-00001.parquet", schemas.SCORED)
     return rows, str(source)
-
-
-def reset_prefix_cache(base_url: str) -> None:
-    request = urllib.request.Request(f"{base_url}/reset_prefix_cache", method="POST", data=b"")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
 
 
 async def plain_loop(url: str, model: str, requests, concurrency: int) -> int:
@@ -102,7 +95,7 @@ def main() -> None:
 
     from pipeline import rewrite
     from pipeline.config import load_config
-    from pipeline.llm.server import VLLMServer
+    from pipeline.llm.server import VLLMServer, reset_prefix_cache
     from pipeline.llm.tiny_model import build_tiny_model
     from pipeline.ray_exec import ensure_ray
     from pipeline.rewrite.chunking import TokenCounter
@@ -129,13 +122,13 @@ def main() -> None:
         rates: dict[str, list[float]] = {"plain": [], "client": [], "ours": []}
 
         def timed(loop) -> None:
-            reset_prefix_cache(server.base_url)
+            reset_prefix_cache(server.url)
             started = time.perf_counter()
             tokens = asyncio.run(loop(server.url, cfg.llm.model, requests, args.concurrency))
             rates["plain" if loop is plain_loop else "client"].append(tokens / (time.perf_counter() - started))
 
         def stage(round_index: int) -> None:
-            reset_prefix_cache(server.base_url)
+            reset_prefix_cache(server.url)
             out = work / f"ours-{round_index}"
             ours_cfg = load_config(None, [f"out={out}", f"llm.url={server.url}", f"llm.cache_dir={out / 'cache'}",
                                           *base])

@@ -118,6 +118,13 @@ class QualityClassifier:
         """P(high quality) per text, float32; NaN where the text is empty."""
         return positive_probabilities(self.quality_model, normalize_many(list(texts)))
 
+    def score_with_topics(self, texts: Sequence[str | None]) -> tuple[np.ndarray, list[dict[str, float]] | None]:
+        """`score` and `topic_scores` (None without a topic model) with the texts normalised once."""
+        normalized = normalize_many(list(texts))
+        topics = (topic_probabilities(self.topics_model, normalized, self.config["topics"]["labels"])
+                  if self.topics_model is not None else None)
+        return positive_probabilities(self.quality_model, normalized), topics
+
     def predict(self, texts: Sequence[str | None], threshold: float | None = None) -> np.ndarray:
         """Keep (True) / drop per text at the artifact's threshold (or `threshold`)."""
         scores = self.score(texts)

@@ -12,6 +12,8 @@ single class; a topic model is skipped, with the reason in metrics.json and the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import tempfile
@@ -223,7 +225,7 @@ def distil(label_set: LabelSet, cfg: DistilConfig, out_dir: str | Path, *, quiet
         heldout_ids = quality_section.pop("heldout_doc_ids")
         config = {
             "format": FORMAT,
-            "normalization": "whitespace runs (newlines included) become one space; ends stripped",
+            "normalization": "newlines become spaces (classifiers.normalize.normalize_text); blank text is empty",
             "quality": quality_section,
             "topics": topics_section,
             "distil": cfg.model_dump(),
@@ -261,14 +263,29 @@ def default_docs_dir(run_root: str | Path) -> Path:
 
 
 def run(cfg, *, labels_dir: str | Path | None = None, docs_dir: str | Path | None = None,
-        out_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Distil a run's labels/ (defaults: <out>/labels, <out>/unique or docs, <out>/classifier)."""
+        out_dir: str | Path | None = None, reuse: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Distil a run's labels/ (defaults: <out>/labels, <out>/unique or docs, <out>/classifier).
+
+    With `reuse`, a classifier already trained in `out_dir` from the same labels files and settings is
+    kept: fastText trains with several threads (hogwild), so retraining would give a slightly different
+    model and threshold, and classify would rescore everything on a mere rerun."""
     from classifiers.labels import load_llm_labels
-    from pipeline.io import RunLayout
+    from pipeline.io import RunLayout, write_json
 
     layout = RunLayout(cfg.out)
     labels_dir = Path(labels_dir) if labels_dir else layout.dataset("labels")
     docs_dir = Path(docs_dir) if docs_dir else default_docs_dir(cfg.out)
     out_dir = Path(out_dir) if out_dir else layout.dataset("classifier")
+    labels = sorted((p.name, p.stat().st_size) for p in labels_dir.glob("*.parquet"))
+    fingerprint = hashlib.sha256(json.dumps({"labels": labels, "docs": str(docs_dir), "out": str(out_dir),
+                                             "distil": cfg.distil.model_dump()}, sort_keys=True).encode()).hexdigest()
+    marker = layout.stage_marker("distil")
+    if (reuse and (out_dir / "config.yaml").exists() and marker.exists()
+            and json.loads(marker.read_text()).get("fingerprint") == fingerprint):
+        if not quiet:
+            print(f"[distil] {out_dir} was trained on these labels with these settings, kept")
+        return {"skipped": True}
     label_set = load_llm_labels(labels_dir, docs_dir, cfg.distil.label_threshold)
-    return distil(label_set, cfg.distil, out_dir, quiet=quiet)
+    metrics = distil(label_set, cfg.distil, out_dir, quiet=quiet)
+    write_json({"fingerprint": fingerprint}, marker)
+    return metrics

@@ -76,7 +76,7 @@ if not joined.empty:
 axes[2].set_xlabel("LLM score"); axes[2].set_ylabel("fastText probability"); axes[2].set_title("labelled sample")
 plt.tight_layout(); plt.show()""")
 code("""# What keep-rate would another threshold give? (no re-inference: `curate classify --rethreshold T`)
-thresholds = [round(t, 2) for t in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]]
+thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 what_if = pd.DataFrame({"threshold": thresholds, "keep_rate": [keep_rate(view, t) for t in thresholds]})
 display(what_if)
 print("chosen threshold:", view.threshold)""")

@@ -31,9 +31,9 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline import schemas
-from pipeline.io import RunLayout, write_json, write_parquet
+from pipeline.io import RunLayout, parquet_files, write_json, write_parquet
 from pipeline.report import ShardStats
-from pipeline.llm.client import Completion, LLMClient, LLMError, canonical_json
+from pipeline.llm.client import RETRYABLE_STATUS, Completion, LLMClient, LLMError, canonical_json
 from pipeline.llm.parse import Parsed, parse_quality, parse_topics, quality_schema, topics_schema
 from pipeline.llm.prompts import Prompt, PromptError, load_prompt
 
@@ -41,8 +41,6 @@ STAGE = "annotate"
 LABELS = "labels"
 # Request failures worth another try on the next run (the server was down or overloaded). A 4xx such as a
 # prompt longer than the model's context fails the same way every time.
-TRANSIENT_REQUEST_ERRORS = ("timeout", "connection_error", "bad_response", "http_408", "http_409", "http_425",
-                            "http_429", "http_5")
 # Coarse quality proxy from extract's rule scores (each in [0, 1], higher is cleaner prose).
 BUCKET_EDGES = (0.5, 0.75)
 
@@ -202,8 +200,15 @@ def label_row(request: LabelRequest, result: Completion | LLMError, model: str) 
 
 
 def is_transient(error: str | None) -> bool:
-    return bool(error) and error.startswith("request_") and error.removeprefix("request_").startswith(
-        TRANSIENT_REQUEST_ERRORS)
+    """A request error worth retrying on a rerun: exactly what the client itself retries (its
+    RETRYABLE_STATUS, timeouts, lost connections, unreadable bodies)."""
+    if not error or not error.startswith("request_"):
+        return False
+    kind = error.removeprefix("request_")
+    status = kind.removeprefix("http_")
+    if status != kind:
+        return status.isdigit() and int(status) in RETRYABLE_STATUS
+    return kind in ("timeout", "connection_error", "bad_response")
 
 
 # ------------------------------------------------------------------------------------------ one shard
@@ -247,10 +252,6 @@ class Annotator:
 
     def client_stats(self) -> dict[str, Any]:
         return self.stats.to_json() if self.stats is not None else {}
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
 
 
 def shard_summary(rows: Sequence[dict[str, Any]], key: str, source: str) -> dict[str, Any]:
@@ -335,7 +336,7 @@ SAMPLING_COLUMNS = ["doc_id", "language", "rule_failures", "line_punct_ratio", "
 def load_sample(folder: Path, n: int, seed: int, max_chars: int) -> list[dict[str, Any]]:
     """Pick the sample from the light columns, then read only the sampled documents' text (truncated:
     the prompts use the first `max_chars` characters)."""
-    files = sorted(folder.glob("*.parquet"))
+    files = parquet_files(folder)
     candidates: list[dict[str, Any]] = []
     for path in files:
         names = set(pq.read_schema(path).names)
@@ -402,7 +403,7 @@ def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict
     import ray
 
     from pipeline.llm.client import check_server
-    from pipeline.ray_exec import ensure_ray
+    from pipeline.ray_exec import ActorQueue, ensure_ray
     from pipeline.report import build_report
 
     layout = RunLayout(cfg.out)
@@ -432,7 +433,10 @@ def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict
         try:
             ray.get([actor.client_stats.remote() for actor in actors])  # ready: worker started, model loaded
             startup_s = time.perf_counter() - started
-            _dispatch(actors, todo, per_actor, str(folder), quiet=quiet)
+            queue = ActorQueue(actors, "annotate_shard", per_actor, STAGE, total=len(todo), quiet=quiet)
+            for key, docs in todo:
+                queue.submit(key, docs, str(folder))
+            queue.drain()
             client_stats = ray.get([actor.client_stats.remote() for actor in actors])
         finally:
             for actor in actors:
@@ -472,32 +476,6 @@ def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict
     if not quiet:
         print(format_summary(summary))
     return summary
-
-
-def _dispatch(actors: list, todo: list[tuple[str, list[dict[str, Any]]]], per_actor: int, source: str, *,
-              quiet: bool) -> None:
-    """Keep `per_actor` shards queued on every actor until all are done."""
-    import ray
-
-    from pipeline.progress import progress
-
-    queue = list(todo)
-    pending: dict[Any, Any] = {}
-    load = {id(actor): 0 for actor in actors}
-    bar = progress(STAGE, len(todo), quiet=quiet)
-    while queue or pending:
-        for actor in actors:
-            while queue and load[id(actor)] < per_actor:
-                key, docs = queue.pop(0)
-                pending[actor.annotate_shard.remote(key, docs, source)] = actor
-                load[id(actor)] += 1
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            actor = pending.pop(ref)
-            load[id(actor)] -= 1
-            ray.get(ref)
-            bar.update()
-    bar.close()
 
 
 def format_summary(summary: dict[str, Any]) -> str:

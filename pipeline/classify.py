@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 from pipeline import schemas
 from pipeline.config import ClassifyConfig
-from pipeline.io import PARQUET_COMPRESSION, RunLayout, shard_key, write_json, write_parquet
+from pipeline.io import (PARQUET_COMPRESSION, RunLayout, _atomic_target, parquet_files, shard_key, write_json,
+                         write_parquet)
 from pipeline.report import ShardStats
 
 STAGE = "classify"
@@ -63,13 +64,12 @@ def as_unique(table: pa.Table) -> pa.Table:
 def score_batch(classifier, table: pa.Table, topics_top_k: int) -> pa.Table:
     """Pure scoring step: UNIQUE rows -> SCORED rows (quality_prob; the top-k topics and their probabilities
     when the classifier has a topic model, else nulls). Empty texts get null scores."""
-    texts = table.column("text").to_pylist()
-    probs = classifier.score(texts)
+    probs, topic_scores = classifier.score_with_topics(table.column("text").to_pylist())
     quality = pa.array(probs, pa.float32(), mask=np.isnan(probs))
-    if classifier.topics_model is not None:
+    if topic_scores is not None:
         names: list[list[str] | None] = []
         values: list[list[float] | None] = []
-        for text, scores in zip(texts, classifier.topic_scores(texts)):
+        for scores in topic_scores:
             if not scores:
                 names.append(None)
                 values.append(None)
@@ -127,8 +127,7 @@ class ScoreWorker:
         layout = RunLayout(out_root)
         started = time.perf_counter()
         target = layout.dataset("scores") / f"part-{key}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = _atomic_target(target)
         parquet = pq.ParquetFile(source)
         columns = [name for name in schemas.UNIQUE.names if name in parquet.schema_arrow.names]
         missing = {"doc_id", "text"} - set(columns)
@@ -164,7 +163,7 @@ def input_files(docs_dir: str | Path) -> list[Path]:
     folder = Path(docs_dir)
     if not folder.is_dir():
         raise ClassifyError(f"--docs {folder}: no such folder (expected a run's unique/ or docs/)")
-    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+    files = parquet_files(folder)
     if not files:
         raise ClassifyError(f"--docs {folder}: no Parquet files")
     return files
@@ -177,7 +176,7 @@ def _score_done(layout: RunLayout, key: str, fingerprint: str) -> bool:
     return json.loads(marker.read_text()).get("classifier") == fingerprint
 
 
-def plan_scoring(cfg, docs_dir: Path, classifier_dir: Path) -> dict[str, Any]:
+def plan_scoring(docs_dir: Path, classifier_dir: Path) -> dict[str, Any]:
     """What the score step covers: input shards in order, their sources, and the classifier's identity."""
     files = input_files(docs_dir)
     return {"stage": SCORE_STATE, "docs_dir": str(docs_dir), "classifier": str(classifier_dir),
@@ -571,7 +570,7 @@ def run(cfg, docs_dir: str | Path | None = None, *, rethreshold: float | None = 
         raise ClassifyError(f"--classifier {classifier_dir}: not a classifier folder (run `curate distil` first)")
     docs_dir = Path(docs_dir) if docs_dir else default_docs_dir(cfg.out)
     threshold = resolve_threshold(cfg, classifier_dir)
-    plan = plan_scoring(cfg, docs_dir, classifier_dir)
+    plan = plan_scoring(docs_dir, classifier_dir)
     done = _finished_decision(layout, plan, threshold, cfg.classify)
     if done is not None:
         if not quiet:

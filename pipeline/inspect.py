@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline.io import RunLayout
+from pipeline.io import RunLayout, parquet_files
 
 
 def _read_folder(folder: Path, columns: list[str] | None = None, max_rows: int | None = None,
                  seed: int = 0) -> pd.DataFrame:
     """The folder's Parquet files as one frame; with `max_rows`, whole files in a seeded random order until
     that many rows (a run over a full snapshot does not fit in a notebook)."""
-    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    files = parquet_files(folder)
     if not files:
         return pd.DataFrame(columns=columns or [])
     if max_rows is not None:
@@ -44,7 +44,7 @@ def _read_docs(folder: Path, doc_ids: set[str], columns: list[str]) -> pd.DataFr
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    files = parquet_files(folder)
     if not files or not doc_ids:
         return pd.DataFrame(columns=columns)
     dataset = ds.dataset([str(f) for f in files], format="parquet")
@@ -107,11 +107,8 @@ def _applied_threshold(layout: RunLayout) -> float | None:
 
 def _all_stages(view: RunView) -> dict:
     """Every stage's counts in pipeline order (report.json stores them sorted by name)."""
-    from pipeline.report import FILTER_STAGES, SIDE_STAGES
-
     found = {**view.report.get("stages", {}), **view.report.get("side_stages", {})}
     order = ["extract", "dedup", "annotate", "classify", "rewrite"]
-    order += [s for s in FILTER_STAGES + SIDE_STAGES if s not in order]
     return {stage: found[stage] for stage in sorted(found, key=lambda s: order.index(s) if s in order else len(order))}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -77,3 +76,42 @@ def ray_map(fn: Callable[..., Any], items: Iterable[Any], *args: Any, cfg: RayCo
             results.extend(ray.get(done))
             bar.update(len(done))
     return results
+
+
+class ActorQueue:
+    """Calls one method of a fixed set of Ray actors, at most `per_actor` calls queued on each (the least
+    loaded actor first), so a driver can stream any number of work units while holding only that many
+    references. `submit` blocks while every actor is full; `drain` waits for the rest."""
+
+    def __init__(self, actors: list[Any], method: str, per_actor: int, label: str, *, total: int | None = None,
+                 quiet: bool = False):
+        self.actors, self.method, self.per_actor = actors, method, per_actor
+        self.pending: dict[Any, Any] = {}
+        self.load = {id(actor): 0 for actor in actors}
+        self.submitted = 0
+        self.bar = progress(label, total, quiet=quiet)
+
+    def submit(self, *args: Any) -> None:
+        while not (free := [a for a in self.actors if self.load[id(a)] < self.per_actor]):
+            self._wait_one()
+        actor = min(free, key=lambda a: self.load[id(a)])
+        self.pending[getattr(actor, self.method).remote(*args)] = actor
+        self.load[id(actor)] += 1
+        self.submitted += 1
+
+    def _wait_one(self) -> None:
+        import ray
+
+        ready, _ = ray.wait(list(self.pending), num_returns=1)
+        for ref in ready:
+            actor = self.pending.pop(ref)
+            self.load[id(actor)] -= 1
+            ray.get(ref)  # raises the actor's error here, in the driver
+            self.bar.update()
+
+    def drain(self) -> None:
+        try:
+            while self.pending:
+                self._wait_one()
+        finally:
+            self.bar.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunConfig
-from pipeline.io import RunLayout, write_json
+from pipeline.io import RunLayout, parquet_files
 
 
 def _status(message: str) -> None:
@@ -42,22 +42,6 @@ def _start_llm(cfg: RunConfig, layout: RunLayout, stack: ExitStack) -> RunConfig
     server = stack.enter_context(VLLMServer(model_dir, served_model_name=cfg.llm.model))
     _status(f"tiny vLLM server ready at {server.url} (pid {server.pid})")
     return cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"url": server.url})})
-
-
-def _distil_fingerprint(cfg: RunConfig, layout: RunLayout) -> str:
-    """Labels files (names and sizes) and the distil settings: retrain only when either changed.
-
-    fastText trains with several threads (hogwild), so retraining gives a slightly different model and
-    threshold, which would make classify rescore everything on a mere rerun.
-    """
-    labels = sorted((p.name, p.stat().st_size) for p in layout.dataset("labels").glob("*.parquet"))
-    payload = json.dumps({"labels": labels, "distil": cfg.distil.model_dump()}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _marker_matches(layout: RunLayout, stage: str, fingerprint: str) -> bool:
-    marker = layout.stage_marker(stage)
-    return marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
 
 
 def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
@@ -89,12 +73,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
 
             stage("annotate", annotate.run, cfg)
             classifier_dir = str(layout.dataset("classifier"))
-            fingerprint = _distil_fingerprint(cfg, layout)
-            if _marker_matches(layout, "distil", fingerprint) and Path(classifier_dir, "config.yaml").exists():
-                _status("distil: classifier already trained on these labels, skipped")
-            else:
-                stage("distil", distil_run, cfg, out_dir=classifier_dir)
-                write_json({"fingerprint": fingerprint}, layout.stage_marker("distil"))
+            stage("distil", distil_run, cfg, out_dir=classifier_dir, reuse=True)
         from pipeline import classify
 
         cfg = cfg.model_copy(update={"classify": cfg.classify.model_copy(update={"classifier": classifier_dir})})
@@ -106,6 +85,8 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     return summarize(cfg, timings, llm_noise=cfg.llm.serve_tiny_model)
 
 
+KEPT_KEYS = ("kept_docs", "kept_tokens_by_quality_bucket", "kept_tokens_by_topic", "kept_words_by_quality_bucket",
+             "kept_words_by_topic", "token_count")
 # Kept documents whose tokens are counted one by one; past this, tokens are words x the ratio measured on them.
 EXACT_TOKEN_DOCS = 200_000
 
@@ -119,7 +100,15 @@ def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = Fa
 
     layout = RunLayout(cfg.out)
     counter = TokenCounter(resolve_tokenizer(cfg))
-    kept = kept_totals(layout.dataset("corpus"), counter)
+    manifest = layout.dataset("corpus") / "_manifest.json"
+    corpus_id = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None
+    previous = json.loads(layout.report_path.read_text()) if layout.report_path.exists() else {}
+    counted = previous.get("token_count", {})
+    if corpus_id and counted.get("corpus") == corpus_id and counted.get("tokenizer") == counter.name:
+        kept = {key: previous[key] for key in KEPT_KEYS}  # same corpus files, same tokenizer: counted already
+    else:
+        kept = kept_totals(layout.dataset("corpus"), counter)
+        kept["token_count"]["corpus"] = corpus_id
     extra = {
         "timings_s": timings,
         "llm_noise": llm_noise,
@@ -141,7 +130,7 @@ def kept_totals(corpus_dir: Path, counter, exact_docs: int = EXACT_TOKEN_DOCS) -
     docs = counted_docs = counted_words = counted_tokens = 0
     by_bucket: dict[str, Counter] = {"tokens": Counter(), "words": Counter()}
     by_topic: dict[str, Counter] = {"tokens": Counter(), "words": Counter()}
-    for path in sorted(corpus_dir.glob("*.parquet")):
+    for path in parquet_files(corpus_dir):
         part = pq.read_table(path, columns=["text", "quality_prob", "topics"])
         docs += part.num_rows
         words = pc.list_value_length(pc.utf8_split_whitespace(part.column("text"))).fill_null(0).to_pylist()
@@ -160,7 +149,7 @@ def kept_totals(corpus_dir: Path, counter, exact_docs: int = EXACT_TOKEN_DOCS) -
             for totals, key in ((by_bucket, bucket), (by_topic, topic)):
                 totals["tokens"][key] += n_tokens
                 totals["words"][key] += n_words
-    return {
+    return {  # the keys of KEPT_KEYS
         "kept_docs": docs,
         "kept_tokens_by_quality_bucket": dict(sorted(by_bucket["tokens"].items())),
         "kept_tokens_by_topic": dict(by_topic["tokens"].most_common()),

@@ -168,16 +168,16 @@ def test_prompt_injection_cannot_leave_the_schema(tmp_path, ray_local, vllm_serv
     annotate.run(_cfg(tmp_path, vllm_server, "annotate.sample=10"), quiet=True)
     labels = _labels(tmp_path)
     assert len(labels) == 6
-    taxonomy = set(load_prompt("topics_v1").topic_ids)
+    # constrained decoding held: no answer left the schema (an escape would be one of these errors; a
+    # truncated answer is the only way the tiny model can fail here)
+    escaped = {"invalid_json", "not_an_object", "missing_field", "unexpected_field", "wrong_type",
+               "score_out_of_range", "reason_too_long", "unknown_topic", "too_many_topics", "no_topics"}
+    assert not [row for row in labels if row["error"] in escaped]
     for row in labels:
         if row["error"] is None:
-            answer = json.loads(row["raw_text"])
-            if row["task"] == "quality":
-                assert set(answer) == {"reason", "score"} and 0 <= answer["score"] <= 5
-            else:
-                assert set(answer) == {"topics"} and set(answer["topics"]) <= taxonomy
+            assert (0 <= row["quality_score"] <= 5) if row["task"] == "quality" else row["topics"]
         else:
-            assert row["quality_score"] is None and row["topics"] is None
+            assert row["error"] == "truncated_answer" and row["quality_score"] is None and row["topics"] is None
 
 
 def test_curate_annotate_command(tmp_path, ray_local, vllm_server, extracted_docs, capsys):

@@ -86,4 +86,6 @@ def test_topic_labels_are_fasttext_safe_and_unique():
     mapping = topic_label_map(["Science & Tech.", "science-tech", "Health"])
     assert set(mapping.values()) == {"Science & Tech.", "science-tech", "Health"}
     assert all(label.startswith("__label__") and " " not in label for label in mapping)
-    assert len(set(mapping)) == 3
+    # "Science & Tech." and "science-tech" slug alike: the second one gets a suffix instead of merging
+    assert mapping == {"__label__science_tech": "Science & Tech.", "__label__science_tech_2": "science-tech",
+                       "__label__health": "Health"}

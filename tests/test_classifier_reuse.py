@@ -52,7 +52,10 @@ def test_python_api_scores_and_topics(clf):
     assert clf.predict([ARTICLE, MENU]).tolist() == [True, False]
     topics = clf.predict_topics([ARTICLE, MENU])
     assert topics[0][0][0] == ARTICLE_TOPIC and topics[1][0][0] == BOILERPLATE_TOPIC
-    assert all(0.5 <= p <= 1 for _, p in topics[0])
+    # the same probabilities as the full topic scores, most probable first
+    full = clf.topic_scores([ARTICLE])[0]
+    assert [(t, round(p, 6)) for t, p in topics[0]] == sorted(
+        ((t, round(p, 6)) for t, p in full.items() if p >= clf.topic_threshold), key=lambda tp: (-tp[1], tp[0]))
     assert set(clf.topics) == {ARTICLE_TOPIC, BOILERPLATE_TOPIC}
 
 

@@ -114,7 +114,7 @@ def test_refuses_a_single_class(tmp_path):
     assert not (tmp_path / "clf").exists()
 
 
-def test_refuses_to_overwrite_a_folder_that_is_not_a_classifier(teacher_run, tmp_path):
+def test_refuses_to_overwrite_a_folder_that_is_not_a_classifier(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     label_set = load_jsonl_labels(_jsonl(tmp_path, 40), 3)
     with pytest.raises(DistilError, match="not a classifier folder"):

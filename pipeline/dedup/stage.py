@@ -276,8 +276,12 @@ def _group_labels(work: WorkArea, group: int) -> dict[int, dict[int, tuple[str, 
 
 
 def _shard_labels(work: WorkArea, shard: int, shards_per_task: int) -> dict[int, tuple[str, str, int | None]]:
-    """row -> (node, root, component size on the root's row) for this shard's documents in a component."""
-    return _group_labels(work, shard // shards_per_task).get(shard, {})
+    """row -> (node, root, component size on the root's row) for this shard's documents in a component.
+    The group's labels are filtered to this shard in Arrow before any node id is parsed."""
+    labels = work.read_partition("labels", shard // shards_per_task, LABELS)
+    labels = labels.filter(pc.match_substring(labels["node"], f"{_SEP}{shard:06d}{_SEP}"))
+    return {parse_node(node)["row"]: (node, root, size)
+            for node, root, size in zip(*(labels[name].to_pylist() for name in LABELS.names))}
 
 
 def _line_counts(shard: int, path: str, labels: dict[int, tuple[str, str, int | None]], cfg: DedupConfig) -> pa.Table:

@@ -175,14 +175,6 @@ class VLLMServer:
         except ProcessLookupError:
             pass
 
-    def kill(self) -> None:
-        """SIGKILL the whole group at once, no shutdown: what a crash looks like to clients."""
-        self._signal_group(signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait()
-            self._wait_group_gone(10.0)
-        self._close_log()
-
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left after `grace_s`."""
         if self.process is None:

@@ -327,10 +327,6 @@ class Rewriter:
     def client_stats(self) -> dict[str, Any]:
         return self.stats.to_json() if self.stats is not None else {}
 
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-
 
 def resolve_tokenizer(cfg) -> str | None:
     """The first folder holding the served model's tokenizer.json: rewrite.tokenizer, llm.engine_model,
@@ -421,64 +417,43 @@ def _actor_class():
 
 
 class _ShardPool:
-    """Rewrite shards on `num_actors` actors (started on first use), at most `per_actor` queued on each."""
+    """Rewrite shards on `num_actors` actors, started on the first shard (a rerun with nothing left to do
+    starts none), with at most `per_actor` shards queued on each."""
 
     def __init__(self, cfg, out_root: str, source: str, per_actor: int = 2, quiet: bool = False):
         self.cfg, self.out_root, self.source = cfg, out_root, source
-        self.per_actor = per_actor
-        self.quiet = quiet
+        self.per_actor, self.quiet = per_actor, quiet
         self.actors: list[Any] = []
-        self.pending: dict[Any, Any] = {}
-        self.load: dict[int, int] = {}
-        self.submitted = 0
-        self.done = 0
-        self.bar = None
+        self.queue = None
+
+    @property
+    def submitted(self) -> int:
+        return self.queue.submitted if self.queue is not None else 0
 
     def submit(self, key: str, docs: list[dict[str, Any]]) -> None:
-        if not self.actors:
-            from pipeline.ray_exec import ensure_ray
+        if self.queue is None:
+            from pipeline.ray_exec import ActorQueue, ensure_ray
 
             check_server(self.cfg.llm, STAGE)
             ensure_ray(self.cfg.ray)
             actor_cls = _actor_class()
             self.actors = [actor_cls.remote(self.cfg, self.out_root, self.source)
                            for _ in range(self.cfg.rewrite.num_actors)]
-            self.load = {id(actor): 0 for actor in self.actors}
-            from pipeline.progress import progress
-
-            self.bar = progress(STAGE, None, quiet=self.quiet)
-        while not (free := [a for a in self.actors if self.load[id(a)] < self.per_actor]):
-            self._wait_one()
-        actor = min(free, key=lambda a: self.load[id(a)])
-        self.pending[actor.rewrite_shard.remote(key, docs)] = actor
-        self.load[id(actor)] += 1
-        self.submitted += 1
-
-    def _wait_one(self) -> None:
-        import ray
-
-        ready, _ = ray.wait(list(self.pending), num_returns=1)
-        for ref in ready:
-            actor = self.pending.pop(ref)
-            self.load[id(actor)] -= 1
-            ray.get(ref)
-            self.done += 1
-            self.bar.update()
+            self.queue = ActorQueue(self.actors, "rewrite_shard", self.per_actor, STAGE, quiet=self.quiet)
+        self.queue.submit(key, docs)
 
     def finish(self) -> list[dict[str, Any]]:
         """Wait for every shard; the actors' client counters; stop the actors."""
-        if not self.actors:
+        if self.queue is None:
             return []
         import ray
 
         try:
-            while self.pending:
-                self._wait_one()
+            self.queue.drain()
             return ray.get([actor.client_stats.remote() for actor in self.actors])
         finally:
             for actor in self.actors:
                 ray.kill(actor)
-            self.bar.close()
 
 
 def summarize_shards(layout: RunLayout, keys: Sequence[str]) -> dict[str, Any]:
