@@ -37,6 +37,10 @@ class StubLLM:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            # keep-alive like a real server: with HTTP/1.0 the stub closes every connection after one answer,
+            # and a client reusing a pooled connection at that moment sees a spurious connection_error
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args):
                 pass
 
