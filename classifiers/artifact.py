@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from classifiers.normalize import normalize_many
+from pipeline.errors import CurateError
 
 FORMAT = "webcurate-fasttext-classifier/1"
 POSITIVE_LABEL = "__label__hq"
@@ -29,7 +30,7 @@ NEGATIVE_LABEL = "__label__lq"
 LABEL_PREFIX = "__label__"
 
 
-class ArtifactError(ValueError):
+class ArtifactError(CurateError, ValueError):
     """A classifier folder that cannot be loaded; the message names the file."""
 
 

@@ -34,10 +34,11 @@ from classifiers.labels import LabelledDoc, LabelSet
 from classifiers.normalize import normalize_text
 from pipeline.classify import replace_dir
 from pipeline.config import DistilConfig
+from pipeline.errors import CurateError
 from pipeline.io import write_json
 
 
-class DistilError(ValueError):
+class DistilError(CurateError, ValueError):
     """Refusal to write a classifier (too few labels, a single class, an unusable output folder)."""
 
 

@@ -18,9 +18,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schemas
+from pipeline.errors import CurateError
 
 
-class LabelsError(ValueError):
+class LabelsError(CurateError, ValueError):
     """Labels that cannot be read; the message names the file, line or column."""
 
 

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schemas
 from pipeline.config import ClassifyConfig
+from pipeline.errors import CurateError
 from pipeline.io import (PARQUET_COMPRESSION, RunLayout, _atomic_target, parquet_files, shard_key, write_json,
                          write_parquet)
 from pipeline.report import ShardStats
@@ -46,7 +47,7 @@ REASON_NO_TEXT = "no_text"
 DUP_FIELDS = [f for f in schemas.UNIQUE if f.name not in schemas.DOCS.names]
 
 
-class ClassifyError(RuntimeError):
+class ClassifyError(CurateError):
     """The stage cannot run (no input, no classifier, no stored scores); the message says what to do."""
 
 

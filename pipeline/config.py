@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from pipeline.errors import CurateError
 
 
-class ConfigError(ValueError):
+class ConfigError(CurateError, ValueError):
     """A config that cannot be loaded or validated; the message names the field."""
 
 
@@ -57,6 +60,9 @@ class RayConfig(Section):
     num_cpus: int | None = Field(default=None, ge=1)
     # Tasks in flight at once; bounds driver memory whatever the number of input files.
     max_in_flight: int = Field(default=8, ge=1)
+    # "ray": shards run as Ray tasks / on Ray actors; "local": every shard in the driver process, no Ray
+    # (debugging, tiny inputs). Same outputs either way.
+    executor: Literal["ray", "local"] = "ray"
 
 
 class RulesConfig(Section):
@@ -122,6 +128,28 @@ class DedupConfig(Section):
     keep_work: bool = False
 
 
+_ENDPOINT_SUFFIXES = ("/chat/completions", "/completions", "/models", "/embeddings")
+
+
+def api_root_suggestion(url: str) -> str | None:
+    """None when `url` is an http(s) API root ending in `/v1` (trailing slash allowed); "" when it is not an
+    http(s) URL at all; else the API root to use instead (endpoint suffixes stripped, `/v1` added)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return ""
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        return None
+    if "/v1/" in path:  # .../v1/chat/completions, .../v1/models: cut after the last /v1
+        return f"{parts.scheme}://{parts.netloc}{path[: path.rindex('/v1/') + 3]}"
+    for endpoint in _ENDPOINT_SUFFIXES:
+        if path.endswith(endpoint):
+            path = path[: -len(endpoint)]
+            break
+    path += "/v1"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
 class LLMConfig(Section):
     url: str = "http://127.0.0.1:8000/v1"
     model: str = "tiny-llama"
@@ -143,6 +171,24 @@ class LLMConfig(Section):
     engine_max_model_len: int = Field(default=8192, ge=256)
     engine_num_gpus: float = Field(default=0, ge=0)  # per engine actor: 1 on a GPU cluster, 0 on CPU
     prompts_dir: str | None = None  # default: the repository's prompts/
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_api_root(cls, value: str) -> str:
+        """The OpenAI-compatible API root (`.../v1`, the client appends `/chat/completions`): a URL without
+        `/v1`, or an endpoint URL, would make every request 404, so it is refused here with the one to use."""
+        suggestion = api_root_suggestion(value)
+        if suggestion is None:
+            return value
+        if suggestion == "":
+            raise PydanticCustomError("llm_url", "{url} is not an http(s) URL: use the server's API root, e.g. "
+                                      "http://127.0.0.1:8000/v1", {"url": value})
+        path = urlsplit(value).path.rstrip("/")
+        if any(path.endswith(endpoint) for endpoint in _ENDPOINT_SUFFIXES):
+            raise PydanticCustomError("llm_url", "{url} is an endpoint, not the API root: use {root}",
+                                      {"url": value, "root": suggestion})
+        raise PydanticCustomError("llm_url", "{url} does not end in /v1 (the OpenAI-compatible API root): use {root}",
+                                  {"url": value, "root": suggestion})
 
 
 class AnnotateConfig(Section):

@@ -1,8 +1,10 @@
 """Extract stage: WARC records -> HTML -> main text (trafilatura) -> language -> rule scores -> docs/.
 
-`Extractor.process` is the pure per-record step; `extract_warc` runs it over one WARC file and writes that
-file's shard (docs, decisions, stats marker). Ray is only the adapter that maps `extract_warc` over files
-(see pipeline.ray_exec); nothing here imports Ray.
+`Extractor.process` is the pure per-record step; `ExtractStage.process` runs it over one WARC file (one
+shard). The runtime (pipeline.runtime) plans, resumes, writes and runs the shards on Ray. A file that could
+not be read at all (HTTP 5xx/429, a timeout, a reset connection, a local file not there yet) is errored
+and transient: its shard is not done, and the next run tries it again. Damage inside a readable file is
+final.
 """
 
 from __future__ import annotations
@@ -10,17 +12,16 @@ from __future__ import annotations
 import hashlib
 import signal
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline import schemas
 from pipeline.config import ExtractConfig, InputConfig
-from pipeline.io import RunLayout, local_copy, shard_key, write_json, write_parquet
+from pipeline.io import describe_error, local_copy, shard_key, unreadable_is_transient
 from pipeline.langid import LanguageIdentifier
-from pipeline.report import ShardStats
 from pipeline.rules import RuleSet, rule_scores
+from pipeline.runtime import Output, Shard, ShardResult, Stage, run_stage
 from pipeline.warc import RawRecord, WarcDamage, decode_html, iter_warc, looks_binary, parse_http_response
 
 STAGE = "extract"
@@ -187,17 +188,6 @@ class Extractor:
         return Outcome(doc=doc)
 
 
-_EXTRACTORS: dict[str, Extractor] = {}
-
-
-def get_extractor(cfg: ExtractConfig) -> Extractor:
-    """One Extractor per worker process and config (building rules and language models costs ~1 s)."""
-    key = cfg.model_dump_json()
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = Extractor(cfg)
-    return _EXTRACTORS[key]
-
-
 def _damage_decision(source: str, damage: WarcDamage) -> dict[str, Any]:
     where = f"{source}: unreadable bytes from offset {damage.offset}"
     where += f", resumed at {damage.resumed_at}" if damage.resumed_at is not None else " to the end"
@@ -206,59 +196,24 @@ def _damage_decision(source: str, damage: WarcDamage) -> dict[str, Any]:
             "url": None, "source": source}
 
 
-def extract_warc(source: str, extract_cfg: ExtractConfig, input_cfg: InputConfig, out_root: str) -> dict[str, Any]:
-    """Process one WARC file into its shard. Skips the file when its shard is already complete."""
-    layout = RunLayout(out_root)
-    key = shard_key(source)
-    if layout.is_shard_done(STAGE, key):
-        return {"skipped": True, "shard": key}
-    started = time.perf_counter()
-    stats = ShardStats(stage=STAGE, shard=key, source=source)
-    docs: list[dict[str, Any]] = []
-    decisions: list[dict[str, Any]] = []
-    extractor = get_extractor(extract_cfg)
-
-    def file_error(reason: str, detail: str) -> None:
+def extract_records(extractor: Extractor, path, source: str, stats, docs: list, decisions: list) -> None:
+    """Every record of one local WARC file through `extractor`, into docs rows or decision rows. Damage inside
+    the file (a corrupt or cut record) is final and recorded per damaged region."""
+    for item in iter_warc(path):
         stats.input += 1
-        stats.error(reason)
-        decisions.append({"doc_id": make_doc_id(source, None, b""), "stage": STAGE, "outcome": schemas.ERRORED,
-                          "reason": reason, "detail": detail, "url": None, "source": source})
-
-    try:
-        with local_copy(source, input_cfg.storage_options, attempts=input_cfg.retries,
-                        backoff_s=input_cfg.retry_backoff_s) as path:
-            records_seen = 0
-            for item in iter_warc(path):
-                if isinstance(item, WarcDamage):
-                    decision = _damage_decision(source, item)
-                    stats.input += 1
-                    stats.error(decision["reason"])
-                    decisions.append(decision)
-                    continue
-                records_seen += 1
-                stats.input += 1
-                outcome = extractor.process(item, source)
-                if outcome.doc is not None:
-                    stats.kept += 1
-                    docs.append(outcome.doc)
-                else:
-                    decision = outcome.decision
-                    (stats.drop if decision["outcome"] == schemas.DROPPED else stats.error)(decision["reason"])
-                    decisions.append(decision)
-            if records_seen == 0 and stats.input == 0:
-                file_error("warc_empty", f"{source}: no WARC records in the file")
-    except FileNotFoundError as exc:
-        file_error("warc_unreadable", f"{source}: file not found ({exc})")
-    except Exception as exc:  # noqa: BLE001 - any failure to open/fetch is recorded against the file
-        file_error("warc_unreadable", f"{source}: {type(exc).__name__}: {exc}"[:1000])
-
-    stats.check()
-    write_parquet(schemas.from_rows(docs, schemas.DOCS), layout.dataset("docs") / f"part-{key}.parquet", schemas.DOCS)
-    write_parquet(schemas.from_rows(decisions, schemas.DECISIONS), layout.decisions(STAGE) / f"part-{key}.parquet",
-                  schemas.DECISIONS)
-    stats.extra["seconds"] = round(time.perf_counter() - started, 3)
-    write_json(stats.to_json(), layout.marker(STAGE, key))
-    return stats.to_json()
+        if isinstance(item, WarcDamage):
+            decision = _damage_decision(source, item)
+            stats.error(decision["reason"])
+            decisions.append(decision)
+            continue
+        outcome = extractor.process(item, source)
+        if outcome.doc is not None:
+            stats.kept += 1
+            docs.append(outcome.doc)
+        else:
+            decision = outcome.decision
+            (stats.drop if decision["outcome"] == schemas.DROPPED else stats.error)(decision["reason"])
+            decisions.append(decision)
 
 
 def check_langid_model(cfg: ExtractConfig) -> None:
@@ -280,34 +235,61 @@ def extract_settings(cfg) -> dict[str, Any]:
             **{f"extract.{k}": v for k, v in cfg.extract.model_dump(mode="json").items()}}
 
 
-def run(cfg, *, quiet: bool = False) -> dict[str, Any]:
-    """Extract every input WARC of `cfg` (a RunConfig) into `<cfg.out>/docs`, on Ray, resumable."""
-    from pipeline.ray_exec import ray_map
-    from pipeline.sources import resolve_warcs
+class ExtractStage(Stage):
+    """WARC files -> docs/: one shard per WARC file, a Ray task each."""
 
-    layout = RunLayout(cfg.out)
-    if not layout.is_stage_done(STAGE):
-        check_langid_model(cfg.extract)  # before anything is written
-    layout.check_settings(STAGE, extract_settings(cfg))
-    if layout.is_stage_done(STAGE):
-        if not quiet:
-            print(f"[{STAGE}] complete in {layout.root}, skipped")
-        return {"skipped": True}
-    sources = resolve_warcs(cfg.input)
-    started = time.perf_counter()
-    results = ray_map(extract_warc, sources, cfg.extract, cfg.input, str(layout.root), cfg=cfg.ray,
-                      label=STAGE, quiet=quiet)
-    seconds = time.perf_counter() - started
-    shards = layout.shard_stats(STAGE)
-    expected = {shard_key(s) for s in sources}
-    missing = expected - {s["shard"] for s in shards}
-    if missing:
-        raise RuntimeError(f"{STAGE}: {len(missing)} shard(s) did not finish: {sorted(missing)[:5]}")
-    kept = sum(s["kept"] for s in shards)
-    write_json({"stage": STAGE, "sources": len(sources), "kept": kept, "seconds": round(seconds, 3)},
-               layout.stage_marker(STAGE))
-    ran = sum(1 for r in results if not r.get("skipped"))
-    if not quiet:
-        print(f"[{STAGE}] {len(sources)} WARC files ({ran} processed, {len(sources) - ran} already done), "
-              f"{kept} docs kept, {seconds:.1f}s")
-    return {"sources": len(sources), "kept": kept, "seconds": seconds}
+    name = STAGE
+    section = "extract"
+    outputs = (Output("docs", schemas.DOCS),)
+    plan_follows_settings = True  # the input selection is one of the settings
+    unit = "WARC file"
+
+    def settings(self) -> dict[str, Any]:
+        return extract_settings(self.cfg)
+
+    def check(self) -> None:
+        check_langid_model(self.cfg.extract)
+
+    def plan(self) -> list[Shard]:
+        from pipeline.sources import resolve_warcs
+
+        return [Shard(key=f"part-{shard_key(source)}", source=source) for source in resolve_warcs(self.cfg.input)]
+
+    def setup(self) -> Extractor:
+        return Extractor(self.cfg.extract)
+
+    def process(self, extractor: Extractor, shard: Shard) -> ShardResult:
+        source, input_cfg = shard.source, self.cfg.input
+        stats = self.new_stats(shard)
+        docs: list[dict[str, Any]] = []
+        decisions: list[dict[str, Any]] = []
+        transient = 0
+        try:
+            with local_copy(source, input_cfg.storage_options, attempts=input_cfg.retries,
+                            backoff_s=input_cfg.retry_backoff_s) as path:
+                extract_records(extractor, path, source, stats, docs, decisions)
+            if stats.input == 0:
+                docs, decisions = [], [self._file_error(stats, "warc_empty", f"{source}: no WARC records in the file")]
+        except Exception as exc:  # noqa: BLE001 - a file that cannot be opened or fetched is recorded against it
+            # Nothing of the file is kept when it could not be read to the end: a rerun reads it whole.
+            transient = int(unreadable_is_transient(exc))
+            stats.input, stats.kept = 0, 0
+            stats.dropped.clear()
+            stats.errored.clear()
+            detail = f"{source}: {describe_error(exc)}"
+            if transient:
+                detail += " (transient: the next run tries this file again)"
+            docs, decisions = [], [self._file_error(stats, "warc_unreadable", detail)]
+        return ShardResult(rows={"docs": docs}, decisions=decisions, stats=stats, transient=transient)
+
+    @staticmethod
+    def _file_error(stats, reason: str, detail: str) -> dict[str, Any]:
+        stats.input += 1
+        stats.error(reason)
+        return {"doc_id": make_doc_id(stats.source, None, b""), "stage": STAGE, "outcome": schemas.ERRORED,
+                "reason": reason, "detail": detail[:1000], "url": None, "source": stats.source}
+
+
+def run(cfg, *, quiet: bool = False) -> dict[str, Any]:
+    """Extract every input WARC of `cfg` (a RunConfig) into `<cfg.out>/docs`, resumable."""
+    return run_stage(ExtractStage(cfg), quiet=quiet)

@@ -103,19 +103,34 @@ class RunLayout:
         return self.state(stage) / "_STAGE_COMPLETE.json"
 
     def is_shard_done(self, stage: str, key: str) -> bool:
-        return self.marker(stage, key).exists()
+        """The one resume rule: a shard is done iff its marker exists and it recorded no transient error
+        (a source that could not be read, a request that timed out: the next run tries those again)."""
+        path = self.marker(stage, key)
+        if not path.exists():
+            return False
+        try:
+            return json.loads(path.read_text()).get("transient_errors", 0) == 0
+        except (OSError, ValueError):
+            return False  # a marker cut short by a crash: redo the shard
 
     def is_stage_done(self, stage: str) -> bool:
         return self.stage_marker(stage).exists()
 
+    def settings_path(self, stage: str) -> Path:
+        return self.root / "_state" / "_settings" / f"{stage}.json"
+
+    def has_outputs(self, stage: str) -> bool:
+        """Whether any shard of `stage` has finished in this folder (its settings are then binding)."""
+        folder = self.state(stage)
+        return folder.is_dir() and any(not p.name.startswith((".", "_")) for p in folder.glob("*.json"))
+
     def check_settings(self, stage: str, settings: dict[str, Any]) -> None:
-        """Record the settings this stage's outputs are made with, on its first run in this folder; refuse to
-        add to (or skip over) outputs that were made with other settings, naming what changed."""
-        path = self.root / "_state" / "_settings" / f"{stage}.json"
-        settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
-        if not path.exists():
-            write_json(settings, path)
+        """Refuse to add to (or skip over) outputs of `stage` that were made with other settings, naming what
+        changed. Settings bind only once the stage has outputs: a run that never got that far locks nothing."""
+        path = self.settings_path(stage)
+        if not path.exists() or not self.has_outputs(stage):
             return
+        settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
         before = json.loads(path.read_text())
         changed = [f"{key}: {before.get(key)!r} -> {settings.get(key)!r}"
                    for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)]
@@ -124,6 +139,10 @@ class RunLayout:
                 f"{stage}: {self.root} holds {stage} outputs made with other settings ({'; '.join(changed)}). "
                 f"Use another --out, or put the settings back; to redo the stage here, delete "
                 f"{self.state(stage)}, {path} and the stage's outputs first.")
+
+    def record_settings(self, stage: str, settings: dict[str, Any]) -> None:
+        """Record the settings the stage's outputs are about to be made with (before its first shard runs)."""
+        write_json(json.loads(json.dumps(settings, sort_keys=True, default=str)), self.settings_path(stage))
 
     def shard_stats(self, stage: str) -> list[dict]:
         folder = self.state(stage)
@@ -184,6 +203,51 @@ def is_transient(exc: BaseException) -> bool:
         if any(marker in text for marker in _TRANSIENT_MARKERS):
             return True
     return False
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status somewhere in an error's chain of causes (aiohttp, botocore), if any."""
+    for error in _causes(exc):
+        status = getattr(error, "status", None)
+        if isinstance(status, int) and 100 <= status < 600:
+            return status
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(status, int):
+                return status
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """What went wrong, for a decision's detail: the HTTP status when there was one (fsspec reports a 503 as
+    FileNotFoundError(url)), else the error's type and message."""
+    status = http_status(exc)
+    if status is not None:
+        from http import HTTPStatus
+
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        return f"HTTP {status} {phrase.lower()}".rstrip() + f" ({type(exc).__name__})"
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def unreadable_is_transient(exc: BaseException) -> bool:
+    """Whether a source that could not be read at all is worth another try on the next run: an HTTP status
+    decides when there is one (429/5xx yes, 404/403 no); else a timeout, a reset connection, a local file not
+    there (yet) or not readable, a full disk while downloading."""
+    import errno
+
+    status = http_status(exc)
+    if status is not None:
+        return status in TRANSIENT_HTTP_STATUS
+    if is_transient(exc) or isinstance(exc, FileNotFoundError | PermissionError):
+        return True
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
 
 
 def retry(call: Callable[[], T], *, attempts: int, backoff_s: float, what: str,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.io import RunLayout, write_json
+from pipeline.errors import CurateError
 
 # Stages that take every record of the previous one and keep, drop or error each (in pipeline order).
 FILTER_STAGES = ["extract", "dedup", "classify"]
@@ -21,7 +22,7 @@ FILTER_STAGES = ["extract", "dedup", "classify"]
 SIDE_STAGES = ["annotate", "rewrite"]
 
 
-class ConservationError(RuntimeError):
+class ConservationError(CurateError):
     pass
 
 

@@ -9,9 +9,10 @@ import random
 
 from pipeline.config import InputConfig
 from pipeline.io import open_remote, retry
+from pipeline.errors import CurateError
 
 
-class InputError(ValueError):
+class InputError(CurateError, ValueError):
     """The input description does not resolve to WARC files; the message names what was wrong."""
 
 

@@ -27,7 +27,7 @@ def ray_local():
     import ray
 
     from pipeline.config import RayConfig
-    from pipeline.ray_exec import ensure_ray
+    from pipeline.runtime.executor import ensure_ray
 
     ensure_ray(RayConfig(num_cpus=2))
     yield ray

@@ -11,10 +11,12 @@ import sys
 import pytest
 
 from pipeline import extract, schemas
-from pipeline.config import InputConfig, load_config
+from pipeline.config import ExtractConfig, InputConfig, load_config
 from pipeline.io import RunLayout, read_dataset
 from pipeline.report import build_report
+from pipeline.runtime import StageFailed
 from pipeline.sources import resolve_warcs
+from stagehelpers import extract_one
 
 SNAPSHOT = "CC-MAIN-2024-33"
 
@@ -79,12 +81,12 @@ def test_503_slowdown_is_retried_with_backoff_and_recovers(tmp_path, cc_http, cc
     from pipeline.config import ExtractConfig
 
     input_cfg = InputConfig(retries=5, retry_backoff_s=0.05)
-    clean = extract.extract_warc(url, ExtractConfig(), input_cfg, str(tmp_path / "clean"))
+    clean = extract_one(url, ExtractConfig(), input_cfg, str(tmp_path / "clean"))
     clean_requests = len(cc_http.requests)
     cc_http.reset()
     cc_http.fail_next = 4
     started = time.perf_counter()
-    stats = extract.extract_warc(url, ExtractConfig(), input_cfg, str(tmp_path / "throttled"))
+    stats = extract_one(url, ExtractConfig(), input_cfg, str(tmp_path / "throttled"))
     waited = time.perf_counter() - started
     assert cc_http.statuses()[503] == 4, cc_http.requests
     assert len(cc_http.requests) == 4 + clean_requests  # each failure cost one request, then a clean fetch
@@ -94,6 +96,32 @@ def test_503_slowdown_is_retried_with_backoff_and_recovers(tmp_path, cc_http, cc
     assert attempts == [503, 503, 200]
     # exponential back-off with jitter (0.5x-1.5x): 0.05 s, then 0.1 s
     assert waited >= 0.5 * (0.05 + 0.1)
+
+
+def test_503_past_every_retry_is_errored_then_recovered_on_the_next_run(tmp_path, cc_http, cc_tree):
+    # Common Crawl answers 503 SlowDown at scale: a file that still fails after its retries is errored, with
+    # the status said, and its shard is not done, so the next run (the server healthy again) fetches it.
+    _, listed = cc_tree
+    url = cc_http.url + next(p for p in listed if p.endswith("whirlwind.warc.gz"))
+    clean = extract_one(url, ExtractConfig(), InputConfig(retries=1, retry_backoff_s=0.01), tmp_path / "clean")
+    cc_http.reset()
+    cc_http.fail_next = 10_000
+    cfg = run_config(tmp_path / "run", "input.retries=2", warcs=[url])
+    with pytest.raises(StageFailed, match="transient"):
+        extract.run(cfg, quiet=True)
+    layout = RunLayout(cfg.out)
+    (marker,) = layout.shard_stats("extract")
+    assert marker["errored"] == {"warc_unreadable": 1} and marker["transient_errors"] == 1
+    assert not layout.is_shard_done("extract", marker["shard"]) and not layout.is_stage_done("extract")
+    (decision,) = read_dataset(layout.decisions("extract"), schemas.DECISIONS).to_pylist()
+    assert "HTTP 503" in decision["detail"] and "not found" not in decision["detail"]
+    assert cc_http.statuses()[503] >= 3  # the first try and both retries
+    cc_http.reset()  # healthy again
+    summary = extract.run(cfg, quiet=True)
+    assert summary["shards_run"] == 1 and summary["errored"] == {} and summary["kept"] == clean["kept"] > 0
+    assert read_dataset(layout.decisions("extract"), schemas.DECISIONS).num_rows == len(
+        read_dataset(tmp_path / "clean" / "decisions" / "extract", schemas.DECISIONS))
+    assert build_report(layout)["stages"]["extract"]["errored"] == {} and layout.is_stage_done("extract")
 
 
 def test_503_on_the_listing_is_retried(cc_http):
@@ -106,7 +134,7 @@ def test_404_warc_url_is_errored_naming_the_url_and_not_retried(tmp_path, cc_htt
     from pipeline.config import ExtractConfig
 
     url = cc_http.url + f"crawl-data/{SNAPSHOT}/segments/x/warc/missing.warc.gz"
-    stats = extract.extract_warc(url, ExtractConfig(), InputConfig(retries=5, retry_backoff_s=0.01), str(tmp_path))
+    stats = extract_one(url, ExtractConfig(), InputConfig(retries=5, retry_backoff_s=0.01), str(tmp_path))
     assert stats["input"] == 1 and stats["errored"] == {"warc_unreadable": 1}
     (decision,) = read_dataset(RunLayout(tmp_path).decisions("extract"), schemas.DECISIONS).to_pylist()
     assert url in decision["detail"] and "not found" in decision["detail"]
@@ -141,7 +169,7 @@ def test_warc_glob_and_missing_key_on_s3(tmp_path, moto_s3):
                                       storage_options=options))
     assert len(found) == 10
     missing = "s3://commoncrawl-test/crawl-data/nothing-here.warc.gz"
-    stats = extract.extract_warc(missing, ExtractConfig(), InputConfig(storage_options=options, retry_backoff_s=0.01),
+    stats = extract_one(missing, ExtractConfig(), InputConfig(storage_options=options, retry_backoff_s=0.01),
                                  str(tmp_path))
     assert stats["errored"] == {"warc_unreadable": 1}
     (decision,) = read_dataset(RunLayout(tmp_path).decisions("extract"), schemas.DECISIONS).to_pylist()

@@ -20,16 +20,19 @@ import pytest
 from pipeline import annotate, schemas
 from pipeline.config import load_config
 from pipeline.io import RunLayout, read_dataset, write_parquet
-from pipeline.llm.client import LLMClient, LLMError
+from pipeline.config import ConfigError, LLMConfig
+from pipeline.errors import StageStopped
+from pipeline.llm.client import EndpointRejected, LLMClient, LLMError, LLMUnavailable, check_server
 
 VALID = {"quality": '{"reason":"clear text","score":3}', "topics": '{"topics":["health"]}'}
 
 
 class StubLLM:
     """Loopback OpenAI-style stub. `script(body, attempt)` returns (status, payload, delay_s, headers), where
-    attempt counts earlier requests with the same messages; every request body is recorded."""
+    attempt counts earlier requests with the same messages; every request body is recorded. GET requests
+    (check_server's `/models`) are answered by `get_script(path)` -> (status, payload) when given, else 501."""
 
-    def __init__(self, script):
+    def __init__(self, script, get_script=None):
         self.script = script
         self.bodies: list[dict] = []
         self.attempts: Counter = Counter()
@@ -64,6 +67,18 @@ class StubLLM:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                     pass
+
+        if get_script is not None:
+            def do_GET(handler):
+                status, payload = get_script(handler.path)
+                data = json.dumps(payload).encode()
+                handler.send_response(status)
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Content-Length", str(len(data)))
+                handler.end_headers()
+                handler.wfile.write(data)
+
+            Handler.do_GET = do_GET
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -287,3 +302,135 @@ def test_annotate_against_faults_loses_nothing_and_names_every_error(tmp_path, r
     assert report["side_stages"]["annotate"]["errored"] == summary["errors"]
     assert report["side_stages"]["annotate"]["input"] == 16 and report["side_stages"]["annotate"]["conserved"]
     assert report["annotate"]["this_run"]["retries"] == summary["this_run"]["retries"] > 0
+
+
+# ---------------------------------------------------------------- a misconfigured endpoint stops the stage
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:8000", "does not end in /v1 (the OpenAI-compatible API root): use http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/", "does not end in /v1 (the OpenAI-compatible API root): use http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/v1/chat/completions", "is an endpoint, not the API root: use http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/v1/completions", "is an endpoint, not the API root: use http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/chat/completions", "is an endpoint, not the API root: use http://127.0.0.1:8000/v1"),
+        ("https://host/openai/v1/models", "is an endpoint, not the API root: use https://host/openai/v1"),
+        ("127.0.0.1:8000/v1", "is not an http(s) URL"),
+        ("ftp://host/v1", "is not an http(s) URL"),
+    ],
+)
+def test_config_refuses_a_url_that_is_not_an_api_root(url, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [f"llm.url={url}"])
+    assert f"llm.url: {url} {message}" in str(error.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1/", "https://host/openai/v1",
+                                 "https://api.example.com:443/v1"])
+def test_config_accepts_api_roots(url):
+    assert load_config(None, [f"llm.url={url}"]).llm.url == url
+
+
+def _chat_all(client: LLMClient, n: int):
+    """n different requests gathered the way the stages do: an LLMError is the page's result, anything else
+    propagates (here collected with return_exceptions to see what each request ended with)."""
+
+    async def one(i):
+        try:
+            return await client.chat([{"role": "user", "content": f"rate: page {i}"}], max_tokens=4, temperature=0)
+        except LLMError as exc:
+            return exc
+
+    async def go():
+        async with client:
+            return await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+
+    return asyncio.run(go())
+
+
+def test_real_server_wrong_model_stops_on_the_first_request(vllm_server):
+    client = LLMClient(vllm_server.url, "no-such-model", max_retries=2, retry_backoff_s=0.01, stage="annotate")
+    with pytest.raises(EndpointRejected) as error:
+        chat(client)
+    assert not isinstance(error.value, LLMError) and isinstance(error.value, StageStopped)
+    message = str(error.value)
+    assert message.startswith(f"annotate: {vllm_server.url} answered HTTP 404 to the first requests (")
+    assert "does not exist" in message and "llm.model='no-such-model'" in message
+    assert message.endswith("nothing was marked done")
+    assert client.stats.requests == 1 and not client.stats.failures  # not retried, not recorded as a page error
+    # every request of a gather ends with it, none is recorded as the page's LLMError
+    results = _chat_all(LLMClient(vllm_server.url, "no-such-model", max_concurrency=3), 8)
+    assert all(isinstance(result, EndpointRejected) for result in results), results
+
+
+@pytest.mark.parametrize("suffix", ["", "/v1/chat/completions"])
+def test_real_server_url_that_is_not_the_api_root_stops_the_stage(vllm_server, suffix):
+    url = vllm_server.base_url + suffix  # the config refuses these shapes; the client is given them directly
+    client = LLMClient(url, "tiny-llama", max_retries=2, retry_backoff_s=0.01)
+    with pytest.raises(EndpointRejected) as error:
+        chat(client)
+    assert f"{url} answered HTTP 404 to the first requests" in str(error.value)
+    assert "check llm.url" in str(error.value) and client.stats.requests == 1
+    # check_server, before the first request, says so too (LLMConfig.model_construct: no URL validation)
+    with pytest.raises(LLMUnavailable) as unavailable:
+        check_server(LLMConfig.model_construct(url=url, model="tiny-llama"), "annotate")
+    assert "answered HTTP 404" in str(unavailable.value) and "not an OpenAI-compatible API root" in str(unavailable.value)
+
+
+def test_real_server_check_server_passes_the_right_root(vllm_server):
+    check_server(LLMConfig(url=vllm_server.url, model="tiny-llama"), "annotate")
+    with pytest.raises(LLMUnavailable, match="not llm.model='other'"):
+        check_server(LLMConfig(url=vllm_server.url, model="other"), "annotate")
+
+
+# A real vLLM answers 401 when started with --api-key, but a second real server (~3.3 GB, 20-30 s to start)
+# for this one answer costs too much on a shared CPU machine: this stub stands in for it (a deliberate fake).
+@pytest.mark.parametrize("key", [None, "sk-wrong"])
+def test_401_on_the_first_request_names_the_api_key_env(monkeypatch, key):
+    if key:
+        monkeypatch.setenv("MY_LLM_KEY", key)
+    else:
+        monkeypatch.delenv("MY_LLM_KEY", raising=False)
+    unauthorized = {"error": {"message": "Unauthorized", "type": "invalid_request_error", "code": 401}}
+    with StubLLM(lambda body, attempt: (401, unauthorized, 0, {}), get_script=lambda path: (401, unauthorized)) as stub:
+        cfg = LLMConfig(url=stub.url, model="m", api_key_env="MY_LLM_KEY", max_retries=2, retry_backoff_s=0.01)
+        with pytest.raises(LLMUnavailable) as unavailable:
+            check_server(cfg, "rewrite")
+        client = LLMClient.from_config(cfg, stage="rewrite")
+        with pytest.raises(EndpointRejected) as error:
+            chat(client)
+    assert "$MY_LLM_KEY" in str(unavailable.value) and "$MY_LLM_KEY" in str(error.value)
+    assert str(error.value).startswith(f"rewrite: {stub.url} answered HTTP 401 to the first requests (")
+    assert ("was refused" if key else "no API key was sent") in str(error.value)
+    assert len(stub.bodies) == 1 and (key is None or key not in str(error.value))
+
+
+def test_requests_queued_behind_a_rejected_one_are_not_sent():
+    # a real server answers its 404 at once; the stub holds it 0.2 s to have requests in flight and queued
+    with StubLLM(lambda body, attempt: (404, {"detail": "Not Found"}, 0.2, {})) as stub:
+        results = _chat_all(LLMClient(stub.url, "m", max_concurrency=3), 9)
+    assert all(isinstance(result, EndpointRejected) for result in results), results
+    assert len(stub.bodies) == 3  # the 3 in flight; the 6 waiting for a slot were never sent
+
+
+def test_after_one_success_a_404_is_that_pages_error():
+    # a real server cannot be made to 404 one page and answer the next: a scripted stub
+    def script(body, attempt):
+        if "missing" in body["messages"][-1]["content"]:
+            return 404, {"detail": "Not Found"}, 0, {}
+        return 200, completion(VALID["quality"]), 0, {}
+
+    with StubLLM(script) as stub:
+        client = LLMClient(stub.url, "m", max_retries=2, retry_backoff_s=0.01)
+
+        async def go():
+            async with client:
+                first = await client.chat([{"role": "user", "content": "rate: a page"}])
+                try:
+                    await client.chat([{"role": "user", "content": "rate: a missing page"}])
+                except LLMError as exc:
+                    return first, exc
+                raise AssertionError("no error")
+
+        first, error = asyncio.run(go())
+    assert first.text == VALID["quality"]
+    assert error.kind == "http_404" and error.attempts == 1 and client.stats.failures == Counter({"http_404": 1})

@@ -8,6 +8,12 @@ Retried (with exponential back-off and jitter, honouring Retry-After): HTTP 429 
 connections, and a 200 whose body is not a chat completion. Not retried: other 4xx (the request itself is
 wrong). After `max_retries` the call raises `LLMError(kind)`; the caller records it and moves on.
 
+Except at the start: while no request of the client has succeeded, an answer 401, 403 or 404 says the
+endpoint, model or key is wrong, not the page, so the call raises `EndpointRejected` (a `StageStopped`, not an
+`LLMError`): it propagates out of the stage's `asyncio.gather` and stops the stage before a shard is marked
+done, and every other request of the client, in flight or queued, raises it too instead of being recorded.
+Once one request has succeeded, a 4xx is that request's `LLMError` again.
+
 The cache key is the hash of everything that determines the answer: model, messages (the prompt's
 instructions, hence its hash, plus the page text), schema, max_tokens and sampling parameters. A rerun
 after a crash, or with a larger sample, only pays for requests it has not made before. Only complete
@@ -28,8 +34,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from pipeline.errors import CurateError, StageStopped
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Answers to the first requests that stop the stage (EndpointRejected): wrong URL or model, refused key.
+FATAL_FIRST_STATUS = frozenset({401, 403, 404})
 
 
 @dataclass(frozen=True)
@@ -43,13 +52,38 @@ class Completion:
     model: str
 
 
-class LLMUnavailable(RuntimeError):
+class LLMUnavailable(CurateError):
     """The configured server does not answer, or does not serve the configured model."""
 
 
+class EndpointRejected(StageStopped):
+    """The server answered 401, 403 or 404 before any request of the client succeeded: llm.url, llm.model
+    or the API key is wrong, so the stage stops instead of recording every page as an error."""
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _says_model_missing(text: str) -> bool:
+    """vLLM (and OpenAI) answer an unknown model with 404 "The model `x` does not exist."."""
+    lowered = text.lower()
+    return "model" in lowered and "does not exist" in lowered
+
+
+def _key_advice(api_key_env: str | None, key_sent: bool) -> str:
+    if not api_key_env:
+        return "the API key was refused" if key_sent else "no API key was sent"
+    if key_sent:
+        return f"the key in ${api_key_env} (llm.api_key_env) was refused: set ${api_key_env} to the server's key"
+    return f"no API key was sent: set ${api_key_env} (llm.api_key_env) to the server's key"
+
+
 def check_server(llm_cfg, stage: str, timeout_s: float = 10.0) -> None:
-    """Fail fast, before any request of a stage is sent, when nothing answers at llm.url or it serves
-    another model: otherwise every request would be retried and recorded as an error."""
+    """Fail fast, before any request of a stage is sent, when nothing answers at llm.url, `<url>/models`
+    is not found (not an API root), the key is refused (401/403), or it serves another model: otherwise every
+    request would be retried and recorded as an error."""
     import urllib.error
     import urllib.request
 
@@ -59,8 +93,15 @@ def check_server(llm_cfg, stage: str, timeout_s: float = 10.0) -> None:
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             served = [m.get("id") for m in json.loads(response.read()).get("data", [])]
-    except urllib.error.HTTPError:
-        return  # it answers (auth, or no /models route): let the requests say what is wrong
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise LLMUnavailable(f"{stage}: {url} answered HTTP 404: llm.url={llm_cfg.url} is not an "
+                                 "OpenAI-compatible API root; pass the server's API root, the URL ending in /v1 "
+                                 "under which it serves /models and /chat/completions (--llm-url)") from None
+        if exc.code in (401, 403):
+            raise LLMUnavailable(f"{stage}: {url} answered HTTP {exc.code}: "
+                                 f"{_key_advice(llm_cfg.api_key_env, bool(api_key))}") from None
+        return  # it answers, but without a usable /models route: let the first requests say what is wrong
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise LLMUnavailable(f"{stage}: no LLM server answering at {llm_cfg.url} ({exc}); start one with "
                              "`curate llm serve --model DIR` or pass --llm-url") from None
@@ -147,10 +188,15 @@ def request_body(model: str, messages: list[dict[str, str]], *, schema: dict[str
 class LLMClient:
     def __init__(self, url: str, model: str, *, api_key: str | None = None, max_concurrency: int = 16,
                  timeout_s: float = 120.0, max_retries: int = 4, retry_backoff_s: float = 0.5,
-                 max_backoff_s: float = 30.0, cache_dir: str | Path | None = None):
+                 max_backoff_s: float = 30.0, cache_dir: str | Path | None = None,
+                 api_key_env: str | None = None, stage: str | None = None):
         self.url = url.rstrip("/")
         self.model = model
         self._api_key = api_key  # sent as a header, never printed (see __repr__)
+        self.api_key_env = api_key_env  # named in the EndpointRejected message of a 401/403
+        self.stage = stage  # prefixes the EndpointRejected message ("annotate: ...")
+        self._succeeded = False  # one request got a chat completion: later 4xx are per-request errors
+        self._fatal: str | None = None  # the EndpointRejected message, once the first requests were rejected
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -163,11 +209,12 @@ class LLMClient:
         self._slots: asyncio.Semaphore | None = None
 
     @classmethod
-    def from_config(cls, cfg, cache_dir: str | Path | None = None) -> LLMClient:
+    def from_config(cls, cfg, cache_dir: str | Path | None = None, stage: str | None = None) -> LLMClient:
         """From an LLMConfig; the API key comes from the environment variable it names."""
         return cls(cfg.url, cfg.model, api_key=os.environ.get(cfg.api_key_env) or None,
                    max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                   retry_backoff_s=cfg.retry_backoff_s, cache_dir=cache_dir or cfg.cache_dir)
+                   retry_backoff_s=cfg.retry_backoff_s, cache_dir=cache_dir or cfg.cache_dir,
+                   api_key_env=cfg.api_key_env, stage=stage)
 
     def __repr__(self) -> str:
         return (f"LLMClient(url={self.url!r}, model={self.model!r}, api_key={'set' if self._api_key else 'unset'}, "
@@ -211,10 +258,28 @@ class LLMClient:
             return Completion(**{**hit, "cached": True})
         http, slots = self._session()
         async with slots:
+            self._raise_if_rejected()  # queued behind requests the server rejected: do not send it
             completion = await self._post_with_retries(http, body)
         if key is not None:
             self.cache.put(key, {**asdict(completion), "cached": False})
         return completion
+
+    def _raise_if_rejected(self) -> None:
+        if self._fatal is not None:
+            raise EndpointRejected(self._fatal)
+
+    def _rejection(self, status: int, text: str) -> str:
+        """The EndpointRejected message for a first answer `status` (401, 403, 404) with body `text`."""
+        prefix = f"{self.stage}: " if self.stage else ""
+        head = f"{prefix}{self.url} answered HTTP {status} to the first requests ({_excerpt(text)})"
+        if status in (401, 403):
+            advice = _key_advice(self.api_key_env, bool(self._api_key))
+        elif _says_model_missing(text):
+            advice = f"it does not serve llm.model={self.model!r}: check llm.model (--llm-model)"
+        else:
+            advice = (f"{self.url}/chat/completions does not exist: check llm.url (the API root, ending in /v1) "
+                      "/ llm.model")
+        return f"{head}: {advice}; nothing was marked done"
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -229,6 +294,7 @@ class LLMClient:
 
         kind, detail = "unknown", ""
         for attempt in range(self.max_retries + 1):
+            self._raise_if_rejected()  # another request found the endpoint wrong while this one waited
             retry_after = None
             started = time.perf_counter()
             self.stats.requests += 1
@@ -243,8 +309,13 @@ class LLMClient:
                 if response.status_code == 200:
                     completion = self._completion(response, latency)
                     if isinstance(completion, Completion):
+                        self._succeeded = True
                         return completion
                     kind, detail = "bad_response", completion
+                elif response.status_code in FATAL_FIRST_STATUS and not self._succeeded:
+                    if self._fatal is None:
+                        self._fatal = self._rejection(response.status_code, response.text)
+                    raise EndpointRejected(self._fatal)
                 else:
                     kind, detail = f"http_{response.status_code}", response.text[:300]
                     retry_after = response.headers.get("retry-after")
@@ -255,6 +326,7 @@ class LLMClient:
             if attempt < self.max_retries:
                 self.stats.retries += 1
                 await asyncio.sleep(self._backoff(attempt, retry_after))
+        self._raise_if_rejected()  # not this page's error: the endpoint was rejected meanwhile
         self.stats.failures[kind] += 1
         raise LLMError(kind, detail, attempts=attempt + 1)
 

@@ -30,6 +30,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from pipeline.errors import CurateError
 
 DOCUMENT = "{{document}}"
 TAXONOMY = "{{taxonomy}}"
@@ -45,7 +46,7 @@ _TOPIC_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _DOCUMENT_TAG = re.compile(r"<(/?\s*document)", re.IGNORECASE)
 
 
-class PromptError(ValueError):
+class PromptError(CurateError, ValueError):
     """A prompt or taxonomy file that cannot be used; the message names the file and the problem."""
 
 

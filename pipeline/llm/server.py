@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from pipeline.errors import CurateError
 
 DEFAULT_SERVED_NAME = "tiny-llama"
 # 8192, not the 1024 that suffices for smoke tests: the tiny model's tokenizer needs up to ~5,000 tokens for a
@@ -26,7 +27,7 @@ DEFAULT_SERVED_NAME = "tiny-llama"
 DEFAULT_MAX_MODEL_LEN = 8192
 
 
-class ServerError(RuntimeError):
+class ServerError(CurateError):
     """The server exited or did not become ready; the message holds the tail of its log."""
 
 

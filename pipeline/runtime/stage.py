@@ -1,0 +1,144 @@
+"""The stage contract: what a stage declares, and what its per-shard function returns.
+
+A stage is a class with a name, the config section it reads, the datasets it writes (each with a schema
+from `pipeline.schemas`), the settings its output depends on, a plan of shards, a per-worker `setup` and a
+pure per-shard `process`. It knows nothing of Ray, of where files go, of markers or of the command line:
+`pipeline.runtime.runner` runs every stage the same way, on an executor from `pipeline.runtime.executor`.
+
+    class Shout(Stage):
+        name = "shout"
+        outputs = (Output("shouted", SHOUTED),)
+
+        def plan(self):
+            return [Shard(key=f"part-{i}", source=str(path)) for i, path in enumerate(inputs)]
+
+        def process(self, worker, shard):
+            stats = self.new_stats(shard)
+            rows = [...]
+            return ShardResult(rows={"shouted": rows}, decisions=[], stats=stats)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+
+from pipeline.report import ShardStats
+
+
+@dataclass(frozen=True)
+class Output:
+    """A Parquet dataset a stage writes: one file per shard, `<run>/<dataset>/<shard key>.parquet`."""
+
+    dataset: str
+    schema: pa.Schema
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of resumable work. `key` names its files (deterministic: the same input gives the same
+    key); `source` is what it reads, as decisions and markers name it; `payload` is whatever else
+    `process` needs (small and picklable: it travels to the worker)."""
+
+    key: str
+    source: str
+    payload: Any = None
+
+
+@dataclass
+class ShardResult:
+    """What `process` returns: rows per output dataset, decision rows (one per record that left: dropped or
+    errored, with a reason) and the shard's counts. `transient` counts the records that failed for a
+    reason worth another try (a source that could not be fetched, a request that timed out): a shard with
+    any is written, but not done, and the next run redoes it. `artifacts` are folders made by the stage
+    (e.g. a trained classifier) that the runner installs whole, atomically, at the given destinations."""
+
+    rows: dict[str, pa.Table | list[dict[str, Any]]]
+    decisions: pa.Table | list[dict[str, Any]]
+    stats: ShardStats
+    transient: int = 0
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How the executor runs a stage's shards. `task`: one stateless task per shard (CPU stages; `setup`
+    runs once per worker process and is cached). `actor`: a pool of `num_actors` long-lived workers,
+    each holding what `setup` built (a model, an HTTP client), with `per_actor` shards in flight on each
+    (async stages overlap their requests across shards)."""
+
+    kind: Literal["task", "actor"] = "task"
+    num_cpus: float = 1.0
+    num_actors: int = 1
+    per_actor: int = 1
+    num_gpus: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Stage:
+    """Base class of every stage. Subclasses set the class attributes and implement `plan` and `process`;
+    the other hooks have defaults that do nothing."""
+
+    name: ClassVar[str]
+    # Config sections this stage reads (documentation and `curate <stage> --help`).
+    section: ClassVar[str | None] = None
+    outputs: ClassVar[tuple[Output, ...]] = ()
+    # Whether the stage writes decisions/<name>/ rows. Filter stages remove records from the corpus; side
+    # stages (labels, rewrites) are conserved on their own units but remove nothing.
+    writes_decisions: ClassVar[bool] = True
+    role: ClassVar[Literal["filter", "side", "step"]] = "filter"
+    # True when the plan follows from the settings alone (extract, dedup): a finished stage is then skipped
+    # without planning again. False when the plan can change without a settings change (a larger sample, a
+    # new classifier), so every run plans and skips only the shards already done.
+    plan_follows_settings: ClassVar[bool] = False
+    unit: ClassVar[str] = "shard"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    # ---- declared in the driver ----
+    def settings(self) -> dict[str, Any]:
+        """The settings this stage's output depends on. A run folder holds one set: once the stage has any
+        output, a rerun with other values is refused, naming the change."""
+        return {}
+
+    def check(self) -> None:
+        """Refuse a misconfiguration (a missing model file, a bad prompt, an unreachable endpoint) before
+        anything is planned, recorded or written. Raise a CurateError naming what is wrong."""
+
+    def plan(self) -> list[Shard]:
+        raise NotImplementedError
+
+    def resources(self) -> Resources:
+        return Resources()
+
+    def prepare(self, shards: list[Shard], executor) -> None:
+        """Stage-wide work before the shards run (dedup's shuffle steps), through `executor.map`."""
+
+    def finish(self, summary: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stage-wide work after every shard is done (cards, the corpus files); returns extra summary fields."""
+        return {}
+
+    def format_summary(self, summary: dict[str, Any]) -> str | None:
+        """A line (or lines) printed at the end of the stage; None: the runner's standard line."""
+        return None
+
+    # ---- run in the worker ----
+    def setup(self) -> Any:
+        """Per-worker state (a language model, a classifier, an HTTP client); built once per worker."""
+        return None
+
+    def process(self, worker: Any, shard: Shard) -> ShardResult:
+        """The pure per-shard function (may be `async def`): no files written, no markers, no Ray."""
+        raise NotImplementedError
+
+    def teardown(self, worker: Any) -> Any:
+        """Called once per worker when the stage ends; returns counters to add to the summary (or None)."""
+        return None
+
+    # ---- helpers for subclasses ----
+    def new_stats(self, shard: Shard) -> ShardStats:
+        return ShardStats(stage=self.name, shard=shard.key, source=shard.source)

@@ -1,0 +1,24 @@
+"""Helpers for per-stage tests: run one stage on a few inputs in this process (the runtime's local
+executor), as a user's run would, and read back the shard's counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline import extract
+from pipeline.config import ExtractConfig, InputConfig, RunConfig
+from pipeline.io import RunLayout
+from pipeline.runtime import StageFailed, run_stage
+from pipeline.runtime.executor import LocalExecutor
+
+
+def extract_one(source: str, extract_cfg: ExtractConfig, input_cfg: InputConfig, out: str | Path) -> dict[str, Any]:
+    """The extract stage over one WARC file (path or URL) into `out`; returns that shard's marker."""
+    cfg = RunConfig(out=str(out), input=input_cfg.model_copy(update={"warcs": [source]}), extract=extract_cfg)
+    try:
+        run_stage(extract.ExtractStage(cfg), executor=LocalExecutor(), quiet=True)
+    except StageFailed:
+        pass  # every record of the file errored: recorded, then said
+    (marker,) = RunLayout(out).shard_stats("extract")
+    return marker
