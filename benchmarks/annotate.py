@@ -76,7 +76,7 @@ def main() -> None:
     from pipeline.config import load_config
     from pipeline.llm.server import VLLMServer, fetch_metrics, prefix_cache_hit_rate, reset_prefix_cache
     from pipeline.llm.tiny_model import build_tiny_model
-    from pipeline.ray_exec import ensure_ray
+    from pipeline.runtime.executor import ensure_ray
 
     work = Path(tempfile.mkdtemp(prefix="bench-annotate-"))
     model_dir = args.model or str(build_tiny_model(work / "tiny-llama"))

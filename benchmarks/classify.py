@@ -95,7 +95,7 @@ def worker_raw(docs_dir: Path, classifier: Path) -> dict:
 def worker_classify(docs_dir: Path, classifier: Path, out: Path, actors: int) -> dict:
     from pipeline import classify
     from pipeline.config import load_config
-    from pipeline.ray_exec import ensure_ray
+    from pipeline.runtime.executor import ensure_ray
 
     cfg = load_config(None, [f"out={out}", f"classify.classifier={classifier}", f"classify.num_actors={actors}",
                              f"ray.num_cpus={max(actors, 1)}"])

@@ -74,7 +74,7 @@ def end_to_end(texts: list[str], scale: int, num_cpus: int, partitions: int, wor
     from pipeline.config import RayConfig, load_config
     from pipeline.dedup.evaluate import make_edited_set, pair_metrics, survivors_from_decisions, write_docs_folder
     from pipeline.io import RunLayout, read_dataset
-    from pipeline.ray_exec import ensure_ray
+    from pipeline.runtime.executor import ensure_ray
 
     docs = make_edited_set(texts, variants=3, seed=scale, copies=scale)
     docs_dir = workdir / f"docs-{scale}x"

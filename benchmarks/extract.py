@@ -195,7 +195,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.config import ExtractConfig, RayConfig
-    from pipeline.ray_exec import ensure_ray
+    from pipeline.runtime.executor import ensure_ray
 
     extract_cfg = ExtractConfig()
     files, origin = source_files()

@@ -97,7 +97,7 @@ def main() -> None:
     from pipeline.config import load_config
     from pipeline.llm.server import VLLMServer, reset_prefix_cache
     from pipeline.llm.tiny_model import build_tiny_model
-    from pipeline.ray_exec import ensure_ray
+    from pipeline.runtime.executor import ensure_ray
     from pipeline.rewrite.chunking import TokenCounter
     from pipeline.rewrite.stage import StyleSet, plan_doc, plan_requests
 

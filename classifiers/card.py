@@ -44,6 +44,15 @@ def front_matter(config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, A
     }
 
 
+def _training_line(distil: dict[str, Any]) -> str:
+    threads, seed = distil.get("threads"), distil.get("seed")
+    if threads == 1:
+        how = "reproducible: the same labels and settings give the same model, byte for byte"
+    else:
+        how = "not reproducible bit for bit (several threads train hogwild)"
+    return f"Training: fastText with seed {seed} and {threads} thread{'s' if threads != 1 else ''}, {how}."
+
+
 def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     header = front_matter(config, metrics)
     quality = config["quality"]
@@ -95,6 +104,8 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"| keep rate | {q['keep_rate']:.3f} |",
         f"| expected calibration error | {q['ece']:.3f} |",
         f"| confusion (tp, fp, fn, tn) | {c['tp']}, {c['fp']}, {c['fn']}, {c['tn']} |",
+        "",
+        _training_line(config.get("distil") or {}),
         "",
     ]
     if topics:

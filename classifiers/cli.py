@@ -1,4 +1,8 @@
-"""`curate distil` and `curate classifier score|eval`."""
+"""`curate distil` and `curate classifier score|eval`.
+
+`register_cli(sub, common)` adds the commands to the `curate` parser; `common` adds the shared flags
+(`--config`, `--set`, optionally `--out`), given by pipeline.cli so this module imports nothing of it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,9 +20,18 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
+def _config(args: argparse.Namespace):
+    """The run config: --config, then each --set, then --out (when the command has it)."""
+    from pipeline.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "out", None):
+        overrides.append(f"out={args.out}")
+    return load_config(args.config, overrides)
+
+
 def _load_labels(args: argparse.Namespace, cfg) -> Any:
     from classifiers.labels import load_jsonl_labels, load_llm_labels
-    from classifiers.distil import default_docs_dir
     from pipeline.io import RunLayout
 
     if args.labels_jsonl:
@@ -30,16 +43,15 @@ def _load_labels(args: argparse.Namespace, cfg) -> Any:
         docs_dir = Path(args.docs)
     elif args.labels:
         # labels/ of a run sits next to that run's unique/ or docs/
-        docs_dir = default_docs_dir(labels_dir.parent)
+        docs_dir = RunLayout(labels_dir.parent).documents()
     else:
-        docs_dir = default_docs_dir(cfg.out)
+        docs_dir = RunLayout(cfg.out).documents()
     return load_llm_labels(labels_dir, docs_dir, cfg.distil.label_threshold)
 
 
 def cmd_distil(args: argparse.Namespace) -> int:
     from classifiers.labels import LabelsError
     from classifiers.distil import DistilError, distil
-    from pipeline.cli import _config
     from pipeline.io import RunLayout
 
     cfg = _config(args)
@@ -152,7 +164,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from classifiers import evaluate
     from classifiers.artifact import ArtifactError, QualityClassifier
     from classifiers.labels import LabelsError
-    from pipeline.cli import _config
 
     cfg = _config(args)
     try:
@@ -190,11 +201,10 @@ def _label_flags(parser: argparse.ArgumentParser) -> None:
                                                "optional \"id\", \"topics\"} per line (human or other labels)")
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    from pipeline.cli import _common
-
+def register_cli(sub: argparse._SubParsersAction, common: Callable[..., None]) -> None:
+    """Add `distil` and `classifier score|eval` to `sub`; `common(parser, out=False)` adds the shared flags."""
     p = sub.add_parser("distil", help="train fastText quality/topic classifiers from labels -> classifier folder")
-    _common(p, out=False)
+    common(p, out=False)
     _label_flags(p)
     p.add_argument("--out", dest="classifier_out", help="classifier folder to write (default <run out>/classifier)")
     p.set_defaults(handler=cmd_distil)
@@ -213,7 +223,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(handler=cmd_score)
 
     e = csub.add_parser("eval", help="compare a classifier with labels: AUC, P/R/F1, ECE, confusion, topics")
-    _common(e, out=False)
+    common(e, out=False)
     e.add_argument("--classifier", required=True, help="classifier folder")
     _label_flags(e)
     e.add_argument("--heldout-only", action="store_true",

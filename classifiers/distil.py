@@ -8,18 +8,28 @@ split the same way (stratified by each document's first topic).
 
 A classifier is refused (DistilError, nothing written) when it would be trained on too few labels or on a
 single class; a topic model is skipped, with the reason in metrics.json and the card, on the same grounds.
+
+`distil()` trains from a LabelSet into a folder (`curate distil`, tests); `DistilStage` is the pipeline's
+`distil` stage on the runtime (one shard keyed by the labels: new labels retrain, the same ones keep the
+classifier), and `run()` its Python API.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import os
+import platform
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
+import warnings
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +40,13 @@ from classifiers import evaluate
 from classifiers.artifact import (FORMAT, LABEL_PREFIX, NEGATIVE_LABEL, POSITIVE_LABEL, load_fasttext,
                                   positive_probabilities, topic_probabilities)
 from classifiers.card import render_card
-from classifiers.labels import LabelledDoc, LabelSet
+from classifiers.labels import LabelledDoc, LabelSet, LabelsError, load_llm_labels, parquet_files_under
 from classifiers.normalize import normalize_text
-from pipeline.classify import replace_dir
 from pipeline.config import DistilConfig
 from pipeline.errors import CurateError
-from pipeline.io import write_json
+from pipeline.io import RunLayout, write_json
+from pipeline.runtime import Resources, Shard, ShardResult, Stage, run_stage
+from pipeline.runtime.runner import replace_dir
 
 
 class DistilError(CurateError, ValueError):
@@ -61,9 +72,41 @@ def stratified_split(strata: list[Any], fraction: float, seed: int) -> tuple[lis
     return sorted(rest), sorted(part)
 
 
+_M_PERTURB = -6  # glibc <malloc.h>
+_zeroed_lock = threading.Lock()
+
+
+@contextmanager
+def zeroed_allocations():
+    """While active, glibc hands out every allocation zero-filled (mallopt M_PERTURB; freed memory is
+    filled with 0xff meanwhile). Yields False where that is unavailable (not glibc).
+
+    fastText (fasttext-numpy2-wheel 0.9.2) allocates its input matrix uninitialised (posix_memalign) and
+    `DenseMatrix::uniform` randomises it in ten blocks, one per thread index below `thread`: with one
+    thread, 90% of the rows would start from whatever the heap last held (an earlier model's weights,
+    malloc bookkeeping), so the model would depend on the process's history. Zero-filled, those rows start
+    at exactly 0 (the output matrix starts at 0 anyway), which learns as well as a random start."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        yield False
+        return
+    libc = ctypes.CDLL(None)
+    previous = int(os.environ.get("MALLOC_PERTURB_", "0") or 0)
+    with _zeroed_lock:
+        if not libc.mallopt(_M_PERTURB, 0xFF):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            libc.mallopt(_M_PERTURB, previous)
+
+
 def train_fasttext(lines: list[str], cfg: DistilConfig, workdir: Path, name: str, *, loss: str = "softmax"):
     """Train a supervised fastText model on `__label__x text` lines.
 
+    With `cfg.threads` 1 (the default) training is reproducible: one thread, a seeded rng, and the input
+    matrix's uninitialised rows zero-filled (see `zeroed_allocations`); the same lines and settings give
+    the same model, byte for byte. More threads train faster but hogwild, so not reproducibly.
     fastText can diverge ("Encountered NaN") on tiny sets; the learning rate is then halved (up to three
     times) and the rate actually used is returned with the model.
     """
@@ -74,11 +117,16 @@ def train_fasttext(lines: list[str], cfg: DistilConfig, workdir: Path, name: str
     lr = cfg.lr
     for attempt in range(4):
         try:
-            model = fasttext.train_supervised(
-                input=str(train_file), lr=lr, dim=cfg.dim, epoch=cfg.epoch, wordNgrams=cfg.word_ngrams,
-                minCount=cfg.min_count, bucket=cfg.bucket, thread=cfg.threads, seed=cfg.seed, loss=loss,
-                verbose=0,
-            )
+            with zeroed_allocations() as zeroed:
+                model = fasttext.train_supervised(
+                    input=str(train_file), lr=lr, dim=cfg.dim, epoch=cfg.epoch, wordNgrams=cfg.word_ngrams,
+                    minCount=cfg.min_count, bucket=cfg.bucket, thread=cfg.threads, seed=cfg.seed, loss=loss,
+                    verbose=0,
+                )
+            if not zeroed and cfg.threads < 10:
+                warnings.warn(f"fastText's input matrix could not be zero-filled on this platform: with "
+                              f"distil.threads={cfg.threads} part of it starts uninitialised, so the {name} model "
+                              "is not guaranteed reproducible", RuntimeWarning, stacklevel=2)
             return model, lr, train_file
         except RuntimeError as exc:
             if "NaN" not in str(exc) or attempt == 3:
@@ -138,6 +186,8 @@ def distil_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConf
     quantized: dict[str, Any] = {"quantized": False}
     if cfg.quantize:
         if len(train) >= cfg.quantize_min_labels:
+            # fastText retrains only when it prunes (more than `cutoff` rows), on a full copy of the kept rows:
+            # with one thread that is deterministic too, and product quantisation uses a fixed seed
             model.quantize(input=str(train_file), retrain=True, qnorm=True, cutoff=100_000, thread=cfg.threads)
             model_file = "quality.ftz"
             quantized = {"quantized": True}
@@ -205,88 +255,162 @@ def _prepare_out(out_dir: Path) -> None:
         raise DistilError(f"refusing to write into {out_dir}: it exists and is not a classifier folder")
 
 
-def distil(label_set: LabelSet, cfg: DistilConfig, out_dir: str | Path, *, quiet: bool = False) -> dict[str, Any]:
-    """Train the quality (and topic) models from `label_set` and write the artifact folder `out_dir`."""
-    out_dir = Path(out_dir)
-    _prepare_out(out_dir)
+def _staging_dir(out_dir: Path) -> Path:
+    """An empty folder beside `out_dir` (same file system: it is installed there by a rename)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    return tmp
+
+
+def write_artifact(label_set: LabelSet, cfg: DistilConfig, folder: Path) -> dict[str, Any]:
+    """Train the quality (and topic) models from `label_set` and write every file of the artifact into
+    `folder` (empty; the caller installs it). Returns the metrics (metrics.json)."""
     quality_docs = [d for d in label_set.docs if d.is_positive is not None]
     empty = [d for d in quality_docs if not normalize_text(d.text)]
     if empty:
         label_set.skipped["empty_text"] += len(empty)
         quality_docs = [d for d in quality_docs if normalize_text(d.text)]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    with tempfile.TemporaryDirectory(prefix="distil-") as work:
+        workdir = Path(work)
+        quality_section, quality_metrics = distil_quality(quality_docs, label_set, cfg, workdir, folder)
+        topic_docs = [d for d in label_set.docs if normalize_text(d.text)]
+        topics_section, topics_metrics = distil_topics(topic_docs, cfg, workdir, folder)
+    heldout_ids = quality_section.pop("heldout_doc_ids")
+    config = {
+        "format": FORMAT,
+        "normalization": "newlines become spaces (classifiers.normalize.normalize_text); blank text is empty",
+        "quality": quality_section,
+        "topics": topics_section,
+        "distil": cfg.model_dump(),
+        "teacher": {"models": label_set.teacher_models, "prompts": label_set.prompts,
+                    "source": label_set.source},
+    }
+    metrics = {"quality": quality_metrics, "topics": topics_metrics, "labels": label_set.counts()}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    write_json(metrics, folder / "metrics.json")
+    (folder / "heldout_doc_ids.txt").write_text("".join(f"{i}\n" for i in heldout_ids))
+    (folder / "README.md").write_text(render_card(config, metrics))
+    return metrics
+
+
+def describe(metrics: dict[str, Any], out_dir: Path) -> str:
+    """What was trained: the split, the held-out metrics, the topic model, where the classifier is."""
+    quality, topics = metrics["quality"], metrics["topics"]
+    split = quality["split"]
+    lines = [f"[distil] quality model: {split['train']} train / {split['validation']} validation / "
+             f"{split['heldout']} held-out documents; held-out metrics:", evaluate.format_quality(quality)]
+    lines.append(f"[distil] topics: skipped ({topics['skipped']})" if "skipped" in topics
+                 else evaluate.format_topics(topics))
+    lines.append(f"[distil] classifier written to {out_dir}")
+    return "\n".join(lines)
+
+
+def distil(label_set: LabelSet, cfg: DistilConfig, out_dir: str | Path, *, quiet: bool = False) -> dict[str, Any]:
+    """Train the quality (and topic) models from `label_set` and write the artifact folder `out_dir`
+    (replaced atomically: readers see the old classifier or the new one)."""
+    out_dir = Path(out_dir)
+    _prepare_out(out_dir)
+    tmp = _staging_dir(out_dir)
     try:
-        with tempfile.TemporaryDirectory(prefix="distil-") as work:
-            workdir = Path(work)
-            quality_section, quality_metrics = distil_quality(quality_docs, label_set, cfg, workdir, tmp)
-            topic_docs = [d for d in label_set.docs if normalize_text(d.text)]
-            topics_section, topics_metrics = distil_topics(topic_docs, cfg, workdir, tmp)
-        heldout_ids = quality_section.pop("heldout_doc_ids")
-        config = {
-            "format": FORMAT,
-            "normalization": "newlines become spaces (classifiers.normalize.normalize_text); blank text is empty",
-            "quality": quality_section,
-            "topics": topics_section,
-            "distil": cfg.model_dump(),
-            "teacher": {"models": label_set.teacher_models, "prompts": label_set.prompts,
-                        "source": label_set.source},
-        }
-        metrics = {"quality": quality_metrics, "topics": topics_metrics, "labels": label_set.counts()}
-        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-        write_json(metrics, tmp / "metrics.json")
-        (tmp / "heldout_doc_ids.txt").write_text("".join(f"{i}\n" for i in heldout_ids))
-        (tmp / "README.md").write_text(render_card(config, metrics))
+        metrics = write_artifact(label_set, cfg, tmp)
         replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if not quiet:
-        split = quality_metrics["split"]
-        print(f"[distil] quality model: {split['train']} train / {split['validation']} validation / "
-              f"{split['heldout']} held-out documents; held-out metrics:")
-        print(evaluate.format_quality(quality_metrics))
-        if topics_section is None:
-            print(f"[distil] topics: skipped ({topics_metrics['skipped']})")
-        else:
-            print(evaluate.format_topics(topics_metrics))
-        print(f"[distil] classifier written to {out_dir}")
+        print(describe(metrics, out_dir))
     return metrics
 
 
-def default_docs_dir(run_root: str | Path) -> Path:
-    """unique/ when dedup ran, else docs/."""
-    from pipeline.io import RunLayout
+class DistilStage(Stage):
+    """labels/ -> classifier/: one shard, keyed by the labels (their files and sizes, and the docs folder they
+    are joined to), trained in this process. New labels train a new classifier; the same labels keep the one
+    there (retraining would cost time, and with distil.threads > 1 give a slightly different model that
+    classify would rescore everything with)."""
 
-    layout = RunLayout(run_root)
-    unique = layout.dataset("unique")
-    return unique if unique.is_dir() and any(unique.glob("*.parquet")) else layout.dataset("docs")
+    name = "distil"
+    section = "distil"
+    outputs = ()
+    writes_decisions = False
+    role = "step"
+    unit = "label set"
+
+    def __init__(self, cfg, *, labels_dir: str | Path | None = None, docs_dir: str | Path | None = None,
+                 out_dir: str | Path | None = None):
+        super().__init__(cfg)
+        layout = RunLayout(cfg.out)
+        self.labels_dir = Path(labels_dir) if labels_dir else layout.dataset("labels")
+        # the labels' documents: where annotate read them from
+        default_docs = Path(cfg.annotate.docs) if cfg.annotate.docs else layout.documents()
+        self.docs_dir = Path(docs_dir) if docs_dir else default_docs
+        self.out_dir = Path(out_dir) if out_dir else layout.dataset("classifier")
+
+    def settings(self) -> dict[str, Any]:
+        return {f"distil.{key}": value for key, value in self.cfg.distil.model_dump(mode="json").items()}
+
+    def plan_identity(self) -> dict[str, Any]:
+        return {"classifier": str(self.out_dir)}  # another destination trains again
+
+    def check(self) -> None:
+        if not parquet_files_under(self.labels_dir):
+            raise LabelsError(f"no Parquet files in {self.labels_dir} (expected annotate's labels/ with the LABELS "
+                              "schema; run `curate annotate` first)")
+        _prepare_out(self.out_dir)
+
+    def plan(self) -> list[Shard]:
+        files = sorted((str(p.relative_to(self.labels_dir)), p.stat().st_size)
+                       for p in parquet_files_under(self.labels_dir))
+        digest = hashlib.sha256(json.dumps({"labels": files, "docs": str(self.docs_dir)}, sort_keys=True).encode())
+        key = f"labels-{digest.hexdigest()[:16]}"
+        layout = RunLayout(self.cfg.out)
+        if not (self.out_dir / "config.yaml").exists():
+            layout.marker(self.name, key).unlink(missing_ok=True)  # the classifier was removed since: train again
+        return [Shard(key=key, source=str(self.labels_dir))]
+
+    def resources(self) -> Resources:
+        return Resources(kind="local")  # fastText trains in one process (its threads: distil.threads)
+
+    def process(self, worker, shard: Shard) -> ShardResult:
+        label_set = load_llm_labels(self.labels_dir, self.docs_dir, self.cfg.distil.label_threshold)
+        skipped = Counter(label_set.skipped)  # label rows left out before training (training adds empty_text)
+        tmp = _staging_dir(self.out_dir)
+        try:
+            metrics = write_artifact(label_set, self.cfg.distil, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # Counted in labelled documents, plus the label rows skipped before they made one: a document with
+        # text is used (training and evaluation), one without is dropped, a label the teacher failed on is
+        # errored, one whose document is not in the docs folder (or of an unknown task) is dropped.
+        stats = self.new_stats(shard)
+        empty = sum(1 for d in label_set.docs if not normalize_text(d.text))
+        stats.input = len(label_set.docs) + sum(skipped.values())
+        stats.kept = len(label_set.docs) - empty
+        if empty:
+            stats.drop("empty_text", empty)
+        for reason, n in sorted(skipped.items()):
+            (stats.error if reason == "label_error" else stats.drop)(reason, n)
+        split = metrics["quality"]["split"]
+        stats.extra.update({"classifier": str(self.out_dir), "split": split,
+                            "heldout_roc_auc": metrics["quality"].get("roc_auc")})
+        return ShardResult(rows={}, decisions=[], stats=stats, artifacts={str(self.out_dir): tmp})
+
+    def finish(self, summary: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"classifier": str(self.out_dir), "trained_now": bool(summary["shards_run"])}
+
+    def format_summary(self, summary: dict[str, Any]) -> str:
+        if not summary["shards_run"]:
+            return f"[distil] {self.out_dir} was trained on these labels with these settings, kept"
+        return describe(json.loads((self.out_dir / "metrics.json").read_text()), self.out_dir)
 
 
-def run(cfg, *, labels_dir: str | Path | None = None, docs_dir: str | Path | None = None,
-        out_dir: str | Path | None = None, reuse: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Distil a run's labels/ (defaults: <out>/labels, <out>/unique or docs, <out>/classifier).
-
-    With `reuse`, a classifier already trained in `out_dir` from the same labels files and settings is
-    kept: fastText trains with several threads (hogwild), so retraining would give a slightly different
-    model and threshold, and classify would rescore everything on a mere rerun."""
-    from classifiers.labels import load_llm_labels
-    from pipeline.io import RunLayout, write_json
-
-    layout = RunLayout(cfg.out)
-    labels_dir = Path(labels_dir) if labels_dir else layout.dataset("labels")
-    docs_dir = Path(docs_dir) if docs_dir else default_docs_dir(cfg.out)
-    out_dir = Path(out_dir) if out_dir else layout.dataset("classifier")
-    labels = sorted((p.name, p.stat().st_size) for p in labels_dir.glob("*.parquet"))
-    fingerprint = hashlib.sha256(json.dumps({"labels": labels, "docs": str(docs_dir), "out": str(out_dir),
-                                             "distil": cfg.distil.model_dump()}, sort_keys=True).encode()).hexdigest()
-    marker = layout.stage_marker("distil")
-    if (reuse and (out_dir / "config.yaml").exists() and marker.exists()
-            and json.loads(marker.read_text()).get("fingerprint") == fingerprint):
-        if not quiet:
-            print(f"[distil] {out_dir} was trained on these labels with these settings, kept")
-        return {"skipped": True}
-    label_set = load_llm_labels(labels_dir, docs_dir, cfg.distil.label_threshold)
-    metrics = distil(label_set, cfg.distil, out_dir, quiet=quiet)
-    write_json({"fingerprint": fingerprint}, marker)
-    return metrics
+def run(cfg, labels_dir: str | Path | None = None, docs_dir: str | Path | None = None,
+        out_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Distil a run's labels/ through the runtime (defaults: <out>/labels; annotate.docs, else <out>/unique or
+    docs; <out>/classifier). The same labels keep the classifier already there (`skipped`). Returns the stage
+    summary with the classifier's `metrics`."""
+    stage = DistilStage(cfg, labels_dir=labels_dir, docs_dir=docs_dir, out_dir=out_dir)
+    summary = run_stage(stage, quiet=quiet)
+    metrics_path = stage.out_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+    return {**summary, "skipped": not summary["shards_run"], "metrics": metrics}

@@ -1,16 +1,17 @@
 """Classify stage: score every document with the distilled classifier, then decide keep/drop, then write the
-kept corpus as sharded Parquet.
+kept corpus as sharded Parquet. Two stages of the runtime (pipeline.runtime), run in this order:
 
-Score and decide are separate steps:
-- score (Ray actor pool, the model loaded once per actor): every input file of unique/ (or docs/) becomes
-  `scores/part-<shard>.parquet` with the SCORED schema (quality_prob, topics, topic_probs), plus a marker in
-  `_state/classify-score/`. Nothing is decided here; scores of a finished shard are reused by reruns.
-- decide (driver, cheap, no model): for each shard, `quality_prob >= threshold` keeps the document, else it
-  is dropped with reason `below_quality` (`no_text` when there was nothing to score); decisions go to
-  `decisions/classify/`, stats markers to `_state/classify/`, and the kept rows to `corpus/`, rewritten whole
+- `ScoreStage` (`classify-score`, Ray actor pool, the model loaded once per actor by `setup`): every input
+  file of unique/ (or docs/, or `classify.docs`) becomes `scores/part-<shard>.parquet` with the SCORED schema
+  (quality_prob, topics, topic_probs). Nothing is decided here. Its plan identity is the classifier: the
+  same classifier reuses every stored score, another one rescores everything.
+- `DecideStage` (`classify`, in the driver, cheap, no model): for each stored score shard,
+  `quality_prob >= threshold` keeps the document, else it is dropped with reason `below_quality` (`no_text`
+  when there was nothing to score); decisions go to `decisions/classify/`, stats markers to
+  `_state/classify/`. Its `finish` writes the kept rows to `corpus/`, rewritten whole and replaced atomically
   (`part-00000.parquet`..., target size per file, `_manifest.json` with checksums, a dataset card README.md).
-  It reads only stored scores; during a run it takes each shard as soon as that shard's scores land, so it
-  overlaps scoring. `--rethreshold T` runs only this step.
+  It reads only stored scores, so `curate classify --rethreshold T` (or `run(cfg, rethreshold=T)`) runs only
+  this stage, without the model.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,21 +33,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schemas
-from pipeline.config import ClassifyConfig
 from pipeline.errors import CurateError
-from pipeline.io import (PARQUET_COMPRESSION, RunLayout, _atomic_target, parquet_files, shard_key, write_json,
-                         write_parquet)
-from pipeline.report import ShardStats
+from pipeline.io import PARQUET_COMPRESSION, RunLayout, parquet_files, shard_key, write_json
+from pipeline.report import peak_rss_mb
+from pipeline.runtime import Output, Resources, Shard, ShardResult, Stage, run_stage
+from pipeline.runtime.runner import replace_dir
 
 STAGE = "classify"
-SCORE_STATE = "classify-score"  # markers of the score step (the stage's ShardStats markers are decide's)
+SCORE_STAGE = "classify-score"  # markers of the score stage (the filter stage's ShardStats markers are decide's)
 REASON_BELOW = "below_quality"
 REASON_NO_TEXT = "no_text"
 DUP_FIELDS = [f for f in schemas.UNIQUE if f.name not in schemas.DOCS.names]
+DECIDE_COLUMNS = ["doc_id", "url", "quality_prob"]
 
 
 class ClassifyError(CurateError):
-    """The stage cannot run (no input, no classifier, no stored scores); the message says what to do."""
+    """The stage cannot run (no input, no usable classifier, no stored scores); the message says what to do."""
 
 
 # ---------------------------------------------------------------------------------------------------- score
@@ -99,10 +99,6 @@ def classifier_fingerprint(classifier_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def read_ahead(items: Iterator[Any], executor: ThreadPoolExecutor) -> Iterator[Any]:
     """Yield from `items` while the next item is already being produced on `executor`."""
     end = object()
@@ -115,51 +111,6 @@ def read_ahead(items: Iterator[Any], executor: ThreadPoolExecutor) -> Iterator[A
         yield item
 
 
-class ScoreWorker:
-    """Holds one loaded classifier; scores whole input files into score shards (run as a Ray actor)."""
-
-    def __init__(self, classifier_dir: str, cfg: ClassifyConfig):
-        from classifiers.artifact import QualityClassifier
-
-        self.classifier = QualityClassifier.load(classifier_dir)
-        self.cfg = cfg
-
-    def score_file(self, source: str, out_root: str, key: str, fingerprint: str) -> dict[str, Any]:
-        layout = RunLayout(out_root)
-        started = time.perf_counter()
-        target = layout.dataset("scores") / f"part-{key}.parquet"
-        tmp = _atomic_target(target)
-        parquet = pq.ParquetFile(source)
-        columns = [name for name in schemas.UNIQUE.names if name in parquet.schema_arrow.names]
-        missing = {"doc_id", "text"} - set(columns)
-        if missing:
-            raise ClassifyError(f"{source}: not a docs/unique file, missing column(s) {sorted(missing)}")
-        rows = 0
-        try:
-            # Reading the next batch and compressing/writing the previous one (Arrow releases the GIL) overlap
-            # scoring the current one; at most one batch waits on each side, so memory stays at three batches.
-            with pq.ParquetWriter(tmp, schemas.SCORED, compression=PARQUET_COMPRESSION) as writer, \
-                    ThreadPoolExecutor(max_workers=2) as io_threads:
-                pending = None
-                batches = parquet.iter_batches(batch_size=self.cfg.batch_size, columns=columns)
-                for batch in read_ahead(batches, io_threads):
-                    scored = score_batch(self.classifier, as_unique(pa.Table.from_batches([batch])),
-                                         self.cfg.topics_top_k).cast(schemas.SCORED)
-                    if pending is not None:
-                        pending.result()
-                    pending = io_threads.submit(writer.write_table, scored)
-                    rows += scored.num_rows
-                if pending is not None:
-                    pending.result()
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        result = {"shard": key, "source": source, "rows": rows, "classifier": fingerprint,
-                  "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
-        write_json(result, layout.marker(SCORE_STATE, key))
-        return result
-
-
 def input_files(docs_dir: str | Path) -> list[Path]:
     folder = Path(docs_dir)
     if not folder.is_dir():
@@ -170,73 +121,143 @@ def input_files(docs_dir: str | Path) -> list[Path]:
     return files
 
 
-def _score_done(layout: RunLayout, key: str, fingerprint: str) -> bool:
-    marker = layout.marker(SCORE_STATE, key)
-    if not marker.exists() or not (layout.dataset("scores") / f"part-{key}.parquet").exists():
-        return False
-    return json.loads(marker.read_text()).get("classifier") == fingerprint
-
-
-def plan_scoring(docs_dir: Path, classifier_dir: Path) -> dict[str, Any]:
-    """What the score step covers: input shards in order, their sources, and the classifier's identity."""
-    files = input_files(docs_dir)
-    return {"stage": SCORE_STATE, "docs_dir": str(docs_dir), "classifier": str(classifier_dir),
-            "classifier_fingerprint": classifier_fingerprint(classifier_dir),
-            "shards": [shard_key(f.name) for f in files], "sources": [str(f) for f in files]}
-
-
-def score_shards(cfg, plan: dict[str, Any], *, quiet: bool = False) -> Iterator[str]:
-    """Score every planned shard not already scored by this classifier on a pool of Ray actors (the model
-    loaded once per actor); yield each shard key as soon as its scores are on disk (already-scored shards
-    first). When all are done, the plan is written as the score step's marker, with timings."""
-    import ray
-    from ray.util import ActorPool
-
-    from pipeline.progress import progress
-    from pipeline.ray_exec import ensure_ray
-
-    layout = RunLayout(cfg.out)
-    fingerprint = plan["classifier_fingerprint"]
-    todo = []
-    for key, source in zip(plan["shards"], plan["sources"]):
-        if _score_done(layout, key, fingerprint):
-            yield key
-        else:
-            todo.append((key, source))
-    started = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    if todo:
-        ensure_ray(cfg.ray)
-        cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
-        n_actors = max(1, min(cfg.classify.num_actors, len(todo), cpus))
-        actor_class = ray.remote(num_cpus=1, max_restarts=1, max_task_retries=1)(ScoreWorker)
-        actors = [actor_class.remote(plan["classifier"], cfg.classify) for _ in range(n_actors)]
-        bar = progress(STAGE, len(todo), quiet=quiet, unit="file")
+def check_inputs(files: list[Path]) -> None:
+    """Every input file is a docs/ or unique/ file (footers only: nothing is read)."""
+    for path in files:
         try:
-            pool = ActorPool(actors)
-            work = pool.map_unordered(
-                lambda actor, item: actor.score_file.remote(item[1], str(layout.root), item[0], fingerprint), todo)
-            for result in work:
-                results.append(result)
-                bar.update()
-                yield result["shard"]
-        finally:
-            bar.close()
-            for actor in actors:
-                ray.kill(actor)
-    write_json({**plan, "scored_now": len(results), "seconds": round(time.perf_counter() - started, 3),
-                "actor_peak_rss_mb": max((r["peak_rss_mb"] for r in results), default=None)},
-               layout.stage_marker(SCORE_STATE))
+            names = set(pq.read_schema(path).names)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ClassifyError(f"{path}: not a readable Parquet file ({exc})") from None
+        missing = {"doc_id", "text"} - names
+        if missing:
+            raise ClassifyError(f"{path}: not a docs/unique file, missing column(s) {sorted(missing)}")
+
+
+def classifier_folder(cfg) -> Path:
+    """classify.classifier, else the run's own classifier/ (distil's output)."""
+    return Path(cfg.classify.classifier) if cfg.classify.classifier else RunLayout(cfg.out).dataset("classifier")
+
+
+def check_classifier(folder: Path) -> None:
+    """Refuse, with one message naming the file, a classifier folder that cannot be loaded: no config.yaml, or a
+    model file its config.yaml names that is not there (otherwise every scoring actor would fail alike)."""
+    import yaml
+
+    config_path = folder / "config.yaml"
+    if not config_path.is_file():
+        raise ClassifyError(f"--classifier {folder}: not a classifier folder, {config_path.name} is missing (run "
+                            "`curate distil` first, or set classify.classifier)")
+    try:
+        config = yaml.safe_load(config_path.read_text())
+        files = {"quality": config["quality"]["model_file"]}
+        if config.get("topics"):
+            files["topics"] = config["topics"]["model_file"]
+    except (yaml.YAMLError, TypeError, KeyError) as exc:
+        raise ClassifyError(f"--classifier {folder}: {config_path} is not a classifier config "
+                            f"({type(exc).__name__}: {exc})") from None
+    for section, name in files.items():
+        if not (folder / name).is_file():
+            raise ClassifyError(f"--classifier {folder}: the {section} model file {name} named in config.yaml is "
+                                f"missing ({folder / name}); copy the whole classifier folder, or distil again")
+
+
+class ScoreStage(Stage):
+    """unique/ (or docs/) -> scores/: one shard per input file, on a pool of actors that each load the
+    classifier once."""
+
+    name = SCORE_STAGE
+    section = "classify"
+    outputs = (Output("scores", schemas.SCORED),)
+    writes_decisions = False
+    role = "step"
+    unit = "file"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.classifier_dir = classifier_folder(cfg)
+        self.docs_dir = Path(cfg.classify.docs) if cfg.classify.docs else RunLayout(cfg.out).documents()
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = classifier_fingerprint(self.classifier_dir)
+        return self._fingerprint
+
+    def settings(self) -> dict[str, Any]:
+        return {"classify.topics_top_k": self.cfg.classify.topics_top_k}
+
+    def plan_identity(self) -> dict[str, Any]:
+        # another classifier (or another input folder whose files have the same names) rescores everything
+        return {"classifier": self.fingerprint(), "docs": str(self.docs_dir.resolve())}
+
+    def check(self) -> None:
+        check_classifier(self.classifier_dir)
+        check_inputs(input_files(self.docs_dir))
+
+    def plan(self) -> list[Shard]:
+        return [Shard(key=f"part-{shard_key(path.name)}", source=str(path)) for path in input_files(self.docs_dir)]
+
+    def resources(self) -> Resources:
+        try:
+            from pipeline.runtime.executor import cluster_cpus
+
+            cpus = cluster_cpus()
+        except Exception:  # noqa: BLE001 - Ray not started (yet): size by this machine
+            cpus = os.cpu_count() or 1
+        return Resources(kind="actor", num_cpus=1, num_actors=max(1, min(self.cfg.classify.num_actors, cpus)))
+
+    def setup(self):
+        from classifiers.artifact import QualityClassifier
+
+        return QualityClassifier.load(self.classifier_dir)
+
+    def process(self, classifier, shard: Shard) -> ShardResult:
+        stats = self.new_stats(shard)
+        parquet = pq.ParquetFile(shard.source)
+        columns = [name for name in schemas.UNIQUE.names if name in parquet.schema_arrow.names]
+        # Reading the next batch (Arrow releases the GIL) overlaps scoring the current one, batch by batch. The
+        # scored file is returned whole for the runner to write, so a worker holds one input file's scored rows
+        # (a docs/unique file is one extract shard: tens of MB of text) where a streaming writer would hold a
+        # few batches; writing it is no longer overlapped with scoring.
+        parts: list[pa.Table] = []
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            batches = parquet.iter_batches(batch_size=self.cfg.classify.batch_size, columns=columns)
+            for batch in read_ahead(batches, reader):
+                parts.append(score_batch(classifier, as_unique(pa.Table.from_batches([batch])),
+                                         self.cfg.classify.topics_top_k).cast(schemas.SCORED))
+        table = pa.concat_tables(parts) if parts else schemas.SCORED.empty_table()
+        stats.input = stats.kept = table.num_rows  # every document gets a row (null scores without text)
+        stats.extra["peak_rss_mb"] = peak_rss_mb()
+        return ShardResult(rows={"scores": table}, decisions=[], stats=stats)
+
+    def teardown(self, worker) -> dict[str, float]:
+        return {"peak_rss_mb": peak_rss_mb()}
+
+    def finish(self, summary: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
+        """The stage marker records what the stored scores are (the decide stage and --rethreshold read it)."""
+        counters = summary.get("counters") or []
+        peaks = [c["peak_rss_mb"] for c in counters if isinstance(c, dict) and c.get("peak_rss_mb")]
+        return {"classifier": str(self.classifier_dir), "classifier_fingerprint": self.fingerprint(),
+                "docs_dir": str(self.docs_dir), "plan": [[m["shard"], m["source"]] for m in markers],
+                "actor_peak_rss_mb": max(peaks, default=None)}
+
+    def format_summary(self, summary: dict[str, Any]) -> str:
+        return (f"[{self.name}] {summary['shards']} file(s), {summary['shards_run']} scored now with "
+                f"{self.classifier_dir}: {summary['input']} documents, {summary['seconds']:.1f}s")
 
 
 # --------------------------------------------------------------------------------------------------- decide
 
 
+def keep_mask(scored: pa.Table, threshold: float) -> pa.ChunkedArray:
+    """True where quality_prob >= threshold (never where there was no text to score)."""
+    return pc.fill_null(pc.greater_equal(scored.column("quality_prob"), pa.scalar(threshold, pa.float32())), False)
+
+
 def decide_table(scored: pa.Table, threshold: float, source: str) -> tuple[pa.Table, pa.Table, dict[str, int]]:
     """Pure decision step: (kept rows, decision rows, {reason: count}). Keep when quality_prob >= threshold."""
-    prob = scored.column("quality_prob")
-    keep = pc.fill_null(pc.greater_equal(prob, pa.scalar(threshold, pa.float32())), False)
-    no_text = pc.is_null(prob)
+    keep = keep_mask(scored, threshold)
+    no_text = pc.is_null(scored.column("quality_prob"))
     below = pc.and_(pc.invert(keep), pc.invert(no_text))
     dropped_parts = []
     counts: dict[str, int] = {}
@@ -366,118 +387,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _in_order(shards: list[str], completed: Iterator[str]) -> Iterator[str]:
-    """Shard keys in plan order, each as soon as it and every shard before it have completed."""
-    done: set[str] = set()
-    position = 0
-    for key in completed:
-        done.add(key)
-        while position < len(shards) and shards[position] in done:
-            yield shards[position]
-            position += 1
-    if position < len(shards):
-        raise ClassifyError(f"{len(shards) - position} shard(s) were never scored, first {shards[position]}")
-
-
-def stored_plan(layout: RunLayout) -> dict[str, Any]:
-    marker = layout.stage_marker(SCORE_STATE)
-    if not marker.exists():
-        raise ClassifyError(f"no stored scores in {layout.root} (run `curate classify --docs ... --classifier ...` "
-                            "first; --rethreshold only re-decides)")
-    return json.loads(marker.read_text())
-
-
-def _decision_fingerprint(plan: dict[str, Any], threshold: float, classify_cfg: ClassifyConfig) -> str:
-    """What the corpus depends on: the input shards, the classifier, the threshold and the file sizing."""
-    payload = {"shards": plan["shards"], "classifier": plan["classifier_fingerprint"], "threshold": threshold,
-               "rows_per_file": classify_cfg.rows_per_file, "bytes_per_file": classify_cfg.bytes_per_file}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _finished_decision(layout: RunLayout, plan: dict[str, Any], threshold: float,
-                       classify_cfg: ClassifyConfig) -> dict[str, Any] | None:
-    """The stage marker when corpus/ was already written from exactly this input (a rerun skips it)."""
-    marker = layout.stage_marker(STAGE)
-    if not marker.exists() or not (layout.dataset("corpus") / "_manifest.json").exists():
-        return None
-    done = json.loads(marker.read_text())
-    return done if done.get("fingerprint") == _decision_fingerprint(plan, threshold, classify_cfg) else None
-
-
-def decide_all(cfg, threshold: float, plan: dict[str, Any], completed: Iterator[str] | None = None, *,
-               quiet: bool = False) -> dict[str, Any]:
-    """Decisions, stats markers and the corpus from the stored scores of `plan`'s shards, at `threshold`.
-
-    `completed` yields shard keys as their scores land (while scoring runs, so deciding overlaps it);
-    shards are decided in plan order, so the corpus is the same whatever order scoring finished in.
-    Without it, every shard's scores must already be stored (re-thresholding)."""
-    layout = RunLayout(cfg.out)
-    shards: list[str] = plan["shards"]
-    sources = dict(zip(shards, plan["sources"]))
-    started = time.perf_counter()
-    # stats/decisions of shards that are no longer inputs would be counted by the report: remove them
-    for folder, prefix in ((layout.state(STAGE), ""), (layout.decisions(STAGE), "part-")):
-        if folder.exists():
-            for path in folder.iterdir():
-                stem = path.name.removeprefix(prefix).removesuffix(".json").removesuffix(".parquet")
-                if not path.name.startswith(("_", ".")) and stem not in shards:
-                    path.unlink()
-    layout.stage_marker(STAGE).unlink(missing_ok=True)
-    corpus_dir = layout.dataset("corpus")
-    staging = corpus_dir.with_name(f".corpus.tmp-{uuid.uuid4().hex[:8]}")
-    writer = ShardedParquetWriter(staging, schemas.SCORED, rows_per_file=cfg.classify.rows_per_file,
-                                  bytes_per_file=cfg.classify.bytes_per_file)
-    totals = {"input": 0, "kept": 0, REASON_BELOW: 0, REASON_NO_TEXT: 0}
-    try:
-        for key in _in_order(shards, completed if completed is not None else iter(shards)):
-            path = layout.dataset("scores") / f"part-{key}.parquet"
-            if not path.exists():
-                raise ClassifyError(f"stored scores missing: {path} (run `curate classify` without --rethreshold)")
-            scored = pq.read_table(path, schema=schemas.SCORED)
-            kept, decisions, counts = decide_table(scored, threshold, sources[key])
-            writer.write(kept)
-            write_parquet(decisions, layout.decisions(STAGE) / f"part-{key}.parquet", schemas.DECISIONS)
-            stats = ShardStats(stage=STAGE, shard=key, source=sources[key], input=scored.num_rows,
-                               kept=kept.num_rows)
-            for reason, n in counts.items():
-                if n:
-                    stats.drop(reason, n)
-            stats.check()
-            stats.extra["threshold"] = threshold
-            write_json(stats.to_json(), layout.marker(STAGE, key))
-            totals["input"] += scored.num_rows
-            totals["kept"] += kept.num_rows
-            for reason, n in counts.items():
-                totals[reason] += n
-        files = writer.close()
-        manifest = {"schema": "pipeline.schemas.SCORED", "compression": PARQUET_COMPRESSION,
-                    "rows": totals["kept"], "files": files}
-        write_json(manifest, staging / "_manifest.json")
-        (staging / "README.md").write_text(dataset_card(cfg, layout, plan, threshold, totals, files))
-        replace_dir(staging, corpus_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    seconds = time.perf_counter() - started
-    write_json({"stage": STAGE, "threshold": threshold, "classifier": plan["classifier"], **totals,
-                "corpus_files": len(files), "seconds": round(seconds, 3),
-                "fingerprint": _decision_fingerprint(plan, threshold, cfg.classify)}, layout.stage_marker(STAGE))
-    if not quiet:
-        print(f"[{STAGE}] threshold {threshold:.4f}: {totals['input']} documents, {totals['kept']} kept, "
-              f"{totals[REASON_BELOW]} {REASON_BELOW}, {totals[REASON_NO_TEXT]} {REASON_NO_TEXT}; corpus: "
-              f"{len(files)} file(s) in {corpus_dir}")
-    return {**totals, "threshold": threshold, "files": files}
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Replace folder `target` with the finished folder `new` by two renames: readers see the old folder or
-    the new one, never a half-written one."""
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def dataset_card(cfg, layout: RunLayout, plan: dict[str, Any], threshold: float,
                  totals: dict[str, int], files: list[dict[str, Any]]) -> str:
     """README.md of corpus/: where the data came from, what filtered it, counts, classifier, schema."""
@@ -541,7 +450,17 @@ def dataset_card(cfg, layout: RunLayout, plan: dict[str, Any], threshold: float,
     ])
 
 
-# --------------------------------------------------------------------------------------------------- driver
+def stored_scores(layout: RunLayout) -> dict[str, Any]:
+    """What the score stage stored (classifier, input folder, shards in plan order), from its stage marker."""
+    marker = layout.stage_marker(SCORE_STAGE)
+    if not marker.exists():
+        raise ClassifyError(f"no stored scores in {layout.root} (run `curate classify --docs ... --classifier ...` "
+                            "first, to the end; --rethreshold only re-decides)")
+    stored = json.loads(marker.read_text())
+    if "plan" not in stored:
+        raise ClassifyError(f"{marker}: scores stored by an older version; run `curate classify` once without "
+                            "--rethreshold")
+    return stored
 
 
 def resolve_threshold(cfg, classifier_dir: Path) -> float:
@@ -550,64 +469,155 @@ def resolve_threshold(cfg, classifier_dir: Path) -> float:
         return cfg.classify.threshold
     import yaml
 
-    config = yaml.safe_load((classifier_dir / "config.yaml").read_text())
-    return float(config["quality"]["decision_threshold"])
+    config_path = classifier_dir / "config.yaml"
+    try:
+        return float(yaml.safe_load(config_path.read_text())["quality"]["decision_threshold"])
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ClassifyError(f"classify.threshold is not set and {config_path} (the classifier of the stored scores) "
+                            f"gives no decision threshold ({type(exc).__name__}); set classify.threshold or "
+                            "--rethreshold T") from None
+
+
+class DecideStage(Stage):
+    """scores/ -> decisions/classify/ and corpus/: one shard per score shard, decided at the threshold in the
+    driver; `finish` writes the kept rows as the sharded corpus."""
+
+    name = STAGE
+    section = "classify"
+    outputs = ()
+    role = "filter"
+    unit = "file"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.layout = RunLayout(cfg.out)
+        self._stored: dict[str, Any] | None = None
+        self._threshold: float | None = None
+
+    def stored(self) -> dict[str, Any]:
+        if self._stored is None:
+            self._stored = stored_scores(self.layout)
+        return self._stored
+
+    def threshold(self) -> float:
+        if self._threshold is None:
+            self._threshold = resolve_threshold(self.cfg, Path(self.stored()["classifier"]))
+        return self._threshold
+
+    def check(self) -> None:
+        self.threshold()
+
+    def plan_identity(self) -> dict[str, Any]:
+        # a new threshold (or new scores, or another file sizing) redoes every decision and the corpus
+        stored = self.stored()
+        return {"threshold": self.threshold(), "classifier": stored["classifier_fingerprint"],
+                "docs": stored["docs_dir"], "rows_per_file": self.cfg.classify.rows_per_file,
+                "bytes_per_file": self.cfg.classify.bytes_per_file}
+
+    def _scores_path(self, key: str) -> Path:
+        return self.layout.dataset("scores") / f"{key}.parquet"
+
+    def plan(self) -> list[Shard]:
+        shards = []
+        for key, source in self.stored()["plan"]:
+            scores = self._scores_path(key)
+            if not scores.exists():
+                raise ClassifyError(f"stored scores missing: {scores} (run `curate classify` without --rethreshold)")
+            marker = self.layout.marker(self.name, key)
+            if marker.exists() and marker.stat().st_mtime_ns < scores.stat().st_mtime_ns:
+                marker.unlink()  # scored again since it was decided: decide it again
+            shards.append(Shard(key=key, source=source))
+        return shards
+
+    def resources(self) -> Resources:
+        return Resources(kind="local")  # reads a score file and compares a column: not worth a Ray task
+
+    def process(self, worker, shard: Shard) -> ShardResult:
+        # only what a decision row needs (the text is read once, by finish, for the kept rows)
+        scored = pq.read_table(self._scores_path(shard.key), columns=DECIDE_COLUMNS)
+        kept, decisions, counts = decide_table(scored, self.threshold(), shard.source)
+        stats = self.new_stats(shard)
+        stats.input, stats.kept = scored.num_rows, kept.num_rows
+        for reason, n in counts.items():
+            if n:
+                stats.drop(reason, n)
+        stats.extra["threshold"] = self.threshold()
+        return ShardResult(rows={}, decisions=decisions, stats=stats)
+
+    def corpus_fingerprint(self, keys: list[str]) -> str:
+        payload = {"identity": self.plan_identity(), "shards": keys}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def finish(self, summary: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
+        """corpus/ from the stored scores at the threshold, in plan order (the same corpus whatever order the
+        shards were scored in); left as it is when nothing was redone and it was written from this input."""
+        stored, threshold = self.stored(), self.threshold()
+        keys = [marker["shard"] for marker in markers]
+        totals = {"input": summary["input"], "kept": summary["kept"],
+                  REASON_BELOW: summary["dropped"].get(REASON_BELOW, 0),
+                  REASON_NO_TEXT: summary["dropped"].get(REASON_NO_TEXT, 0)}
+        fingerprint = self.corpus_fingerprint(keys)
+        corpus_dir = self.layout.dataset("corpus")
+        manifest_path = corpus_dir / "_manifest.json"
+        rewritten = True
+        if summary["shards_run"] == 0 and manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("fingerprint") == fingerprint:
+                files, rewritten = manifest["files"], False
+        if rewritten:
+            files = self._write_corpus(stored, threshold, keys, totals, fingerprint, corpus_dir)
+        return {"threshold": threshold, "classifier": stored["classifier"], REASON_BELOW: totals[REASON_BELOW],
+                REASON_NO_TEXT: totals[REASON_NO_TEXT], "files": files, "corpus_files": len(files),
+                "corpus_rewritten": rewritten}
+
+    def _write_corpus(self, stored: dict[str, Any], threshold: float, keys: list[str], totals: dict[str, int],
+                      fingerprint: str, corpus_dir: Path) -> list[dict[str, Any]]:
+        staging = corpus_dir.with_name(f".corpus.tmp-{uuid.uuid4().hex[:8]}")
+        writer = ShardedParquetWriter(staging, schemas.SCORED, rows_per_file=self.cfg.classify.rows_per_file,
+                                      bytes_per_file=self.cfg.classify.bytes_per_file)
+        try:
+            # the next score file is read (Arrow releases the GIL) while the current one is written
+            tables = (pq.read_table(self._scores_path(key), schema=schemas.SCORED) for key in keys)
+            with ThreadPoolExecutor(max_workers=1) as reader:
+                for scored in read_ahead(tables, reader):
+                    writer.write(scored.filter(keep_mask(scored, threshold)))
+            files = writer.close()
+            manifest = {"schema": "pipeline.schemas.SCORED", "compression": PARQUET_COMPRESSION,
+                        "rows": totals["kept"], "files": files, "fingerprint": fingerprint}
+            write_json(manifest, staging / "_manifest.json")
+            (staging / "README.md").write_text(dataset_card(self.cfg, self.layout, stored, threshold, totals, files))
+            replace_dir(staging, corpus_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return files
+
+    def format_summary(self, summary: dict[str, Any]) -> str:
+        where = self.layout.dataset("corpus")
+        return (f"[{self.name}] threshold {summary['threshold']:.4f}: {summary['input']} documents, "
+                f"{summary['kept']} kept, {summary[REASON_BELOW]} {REASON_BELOW}, {summary[REASON_NO_TEXT]} "
+                f"{REASON_NO_TEXT}; corpus: {summary['corpus_files']} file(s) in {where}"
+                + ("" if summary["corpus_rewritten"] else " (unchanged)"))
+
+
+# --------------------------------------------------------------------------------------------------- driver
 
 
 def run(cfg, docs_dir: str | Path | None = None, *, rethreshold: float | None = None,
         quiet: bool = False) -> dict[str, Any]:
-    """Score (unless only re-thresholding) and decide. Defaults: docs from <out>/unique (or <out>/docs), the
-    classifier from classify.classifier (or <out>/classifier), the threshold from classify.threshold (or the
-    classifier card's)."""
-    from classifiers.distil import default_docs_dir
-
-    layout = RunLayout(cfg.out)
+    """Score (unless only re-thresholding) and decide. Defaults: docs from classify.docs (or <out>/unique, else
+    <out>/docs), the classifier from classify.classifier (or <out>/classifier), the threshold from
+    classify.threshold (or the classifier card's). Returns the decide stage's summary (kept, threshold, files,
+    below_quality, ...) with `scored_now` (files scored by this call) and the scoring actors' peak memory."""
+    started = time.perf_counter()
+    classify_cfg = cfg.classify
     if rethreshold is not None:
         if not 0 <= rethreshold <= 1:
             raise ClassifyError(f"--rethreshold must be between 0 and 1, got {rethreshold}")
-        return decide_all(cfg, rethreshold, stored_plan(layout), quiet=quiet)
-    classifier_dir = Path(cfg.classify.classifier) if cfg.classify.classifier else layout.dataset("classifier")
-    if not (classifier_dir / "config.yaml").exists():
-        raise ClassifyError(f"--classifier {classifier_dir}: not a classifier folder (run `curate distil` first)")
-    docs_dir = Path(docs_dir) if docs_dir else default_docs_dir(cfg.out)
-    threshold = resolve_threshold(cfg, classifier_dir)
-    plan = plan_scoring(docs_dir, classifier_dir)
-    done = _finished_decision(layout, plan, threshold, cfg.classify)
-    if done is not None:
-        if not quiet:
-            print(f"[{STAGE}] already decided at threshold {threshold:.4f} with this classifier and input: "
-                  f"{done['kept']} kept, corpus in {layout.dataset('corpus')} (skipped)")
-        manifest = json.loads((layout.dataset("corpus") / "_manifest.json").read_text())
-        return {**done, "files": manifest["files"], "scored_now": 0, "skipped": True}
-    started = time.perf_counter()
-    result = decide_all(cfg, threshold, plan, score_shards(cfg, plan, quiet=quiet), quiet=quiet)
-    scored = stored_plan(layout)
-    return {**result, "scored_now": scored["scored_now"], "seconds": round(time.perf_counter() - started, 3),
-            "actor_peak_rss_mb": scored["actor_peak_rss_mb"]}
-
-
-def cmd_classify(args) -> int:
-    from pipeline.cli import _config, _print_report
-
-    extra = [f"classify.classifier={args.classifier}"] if args.classifier else []
-    cfg = _config(args, extra)
-    try:
-        run(cfg, args.docs, rethreshold=args.rethreshold)
-    except ClassifyError as exc:
-        print(f"curate classify: {exc}", file=sys.stderr)
-        return 2
-    _print_report(cfg)
-    return 0
-
-
-def register_cli(sub) -> None:
-    from pipeline.cli import _common
-
-    p = sub.add_parser("classify", help="score unique/ (or docs/) with a distilled classifier -> scores/, "
-                                        "decisions/, corpus/ (sharded Parquet)")
-    _common(p)
-    p.add_argument("--docs", help="input folder: a run's unique/ or docs/ (default <out>/unique, else <out>/docs)")
-    p.add_argument("--classifier", help="classifier folder from `curate distil` (config: classify.classifier)")
-    p.add_argument("--rethreshold", type=float, metavar="T",
-                   help="only re-decide from the stored scores at threshold T (no model run)")
-    p.set_defaults(handler=cmd_classify)
+        cfg = cfg.model_copy(update={"classify": classify_cfg.model_copy(update={"threshold": rethreshold})})
+        return {**run_stage(DecideStage(cfg), quiet=quiet), "scored_now": 0, "actor_peak_rss_mb": None}
+    if docs_dir is not None:
+        cfg = cfg.model_copy(update={"classify": classify_cfg.model_copy(update={"docs": str(docs_dir)})})
+    scored = run_stage(ScoreStage(cfg), quiet=quiet)
+    decided = run_stage(DecideStage(cfg), quiet=quiet)
+    return {**decided, "scored_now": scored["shards_run"], "actor_peak_rss_mb": scored.get("actor_peak_rss_mb"),
+            "seconds": round(time.perf_counter() - started, 3)}

@@ -1,16 +1,79 @@
-"""`curate` command line. Every command reads a YAML config (`--config`), applies `--set a.b=c` overrides,
-then its own flags (which are shorthands for config fields), and validates the result."""
+"""`curate` command line, built from the stage registry (pipeline.stages).
+
+Every command reads a YAML config (`--config`), applies `--set a.b=c` overrides, then its own flags (each a
+shorthand for a config field), and validates the result. A stage command runs its stages through the one
+runner and prints the run's counts. Every fixable error (`pipeline.errors.CurateError`, or an output that
+cannot be written) ends the command with one message on stderr and exit code 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.config import RunConfig, load_config
+from pipeline.errors import CurateError, output_error
 
 
-def _common(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
+@dataclass(frozen=True)
+class Flag:
+    """A command-line shorthand for one config field."""
+
+    name: str
+    config: str
+    help: str
+    type: Any = str
+    nargs: str | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A stage command: the stages it runs, in order, and its flags."""
+
+    name: str
+    help: str
+    stages: tuple[str, ...]
+    flags: tuple[Flag, ...] = ()
+    llm: bool = False
+    # a flag that, when given, limits the command to these stages (e.g. re-deciding without re-scoring)
+    only_with: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+STAGE_COMMANDS = (
+    Command("extract", "WARC files or a Common Crawl snapshot -> docs/ (Ray)", ("extract",), (
+        Flag("--snapshot", "input.snapshot", "Common Crawl snapshot id, e.g. CC-MAIN-2024-33"),
+        Flag("--warc", "input.warcs", "WARC paths, URLs (s3://, https://) or globs", nargs="+"),
+        Flag("--max-warcs", "input.max_warcs", "seeded random sample of this many WARC files", int),
+        Flag("--base-url", "input.base_url", "Common Crawl base URL (https://data.commoncrawl.org/ or "
+                                             "s3://commoncrawl/)"),
+    )),
+    Command("dedup", "docs/ -> unique/: exact, URL, MinHash near-duplicates, repeated lines (Ray)", ("dedup",), (
+        Flag("--docs", "dedup.docs", "docs/ folder to deduplicate (default: <out>/docs)"),
+    )),
+    Command("annotate", "LLM quality scores and topic tags for a sample -> labels/ (Ray)", ("annotate",), (
+        Flag("--docs", "annotate.docs", "input Parquet folder (default: OUT/unique, else OUT/docs)"),
+        Flag("--sample", "annotate.sample", "documents to annotate", int),
+    ), llm=True),
+    Command("classify", "score unique/ (or docs/) with a distilled classifier -> scores/, decisions/, corpus/ "
+                        "(sharded Parquet)", ("classify-score", "classify"), (
+        Flag("--docs", "classify.docs", "input folder: a run's unique/ or docs/ (default <out>/unique, else "
+                                        "<out>/docs)"),
+        Flag("--classifier", "classify.classifier", "classifier folder from `curate distil`"),
+        Flag("--rethreshold", "classify.threshold", "only re-decide from the stored scores at threshold T (no "
+                                                    "model run)", float),
+    ), only_with={"rethreshold": ("classify",)}),
+    Command("rewrite", "rewrite corpus pages in styles routed by quality -> synthetic/ (Ray)", ("rewrite",), (
+        Flag("--corpus", "rewrite.corpus", "input Parquet folder (default: OUT/corpus, classify's kept pages)"),
+        Flag("--styles", "rewrite.styles", "prompt ids to run, e.g. rewrite_wiki_v1 qa_pairs_v1", nargs="+"),
+        Flag("--limit", "rewrite.limit", "rewrite only the first N pages", int),
+    ), llm=True),
+)
+
+
+def common_flags(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
     parser.add_argument("--config", help="YAML run config (jobs/configs/*.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set extract.timeout_s=10 (repeatable)")
@@ -18,12 +81,16 @@ def _common(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
         parser.add_argument("--out", help="output root of the run (config: out)")
 
 
-def _llm_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--llm-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (config: llm.url)")
+def llm_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--llm-url", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 (config: llm.url)")
     parser.add_argument("--llm-model", help="served model name (config: llm.model)")
 
 
-def _config(args: argparse.Namespace, extra: list[str] | None = None) -> RunConfig:
+def _dest(flag: Flag) -> str:
+    return flag.name.removeprefix("--").replace("-", "_")
+
+
+def config_from_args(args: argparse.Namespace, flags: tuple[Flag, ...] = ()) -> RunConfig:
     overrides = list(args.overrides)
     if getattr(args, "out", None):
         overrides.append(f"out={args.out}")
@@ -32,85 +99,107 @@ def _config(args: argparse.Namespace, extra: list[str] | None = None) -> RunConf
         overrides += [f"llm.url={args.llm_url}", "llm.serve_tiny_model=false"]
     if getattr(args, "llm_model", None):
         overrides.append(f"llm.model={args.llm_model}")
-    return load_config(args.config, overrides + (extra or []))
+    for flag in flags:
+        value = getattr(args, _dest(flag), None)
+        if value is not None:
+            overrides.append(f"{flag.config}={json.dumps(value) if isinstance(value, list) else value}")
+    return load_config(args.config or getattr(args, "config_path", None), overrides)
 
 
-def _print_report(cfg: RunConfig) -> None:
+def print_report(cfg: RunConfig) -> None:
     from pipeline.io import RunLayout
     from pipeline.report import build_report, format_report
 
-    report = build_report(RunLayout(cfg.out))
-    print(format_report(report))
+    print(format_report(build_report(RunLayout(cfg.out))))
     print(f"outputs: {cfg.out}")
 
 
-def cmd_extract(args: argparse.Namespace) -> int:
-    import json
+def _stage_handler(command: Command):
+    def handler(args: argparse.Namespace) -> int:
+        from pipeline.runtime import run_stage
+        from pipeline.stages import make_stage
 
-    extra: list[str] = []
-    if args.snapshot:
-        extra.append(f"input.snapshot={args.snapshot}")
-    if args.warc:
-        extra.append(f"input.warcs={json.dumps(args.warc)}")
-    if args.max_warcs:
-        extra.append(f"input.max_warcs={args.max_warcs}")
-    if args.base_url:
-        extra.append(f"input.base_url={args.base_url}")
-    cfg = _config(args, extra)
-    from pipeline import extract
+        cfg = config_from_args(args, command.flags)
+        stages = command.stages
+        for flag, only in command.only_with.items():
+            if getattr(args, flag, None) is not None:
+                stages = only
+        complete = True
+        for name in stages:
+            summary = run_stage(make_stage(name, cfg))
+            complete = complete and (summary.get("skipped") or summary.get("complete", True))
+        print_report(cfg)
+        return 0 if complete else 1
 
-    extract.run(cfg)
-    _print_report(cfg)
-    return 0
+    return handler
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    _print_report(_config(args))
+    print_report(config_from_args(args))
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.run import format_summary, run_pipeline
+
+    report = run_pipeline(config_from_args(args))
+    print(format_summary(report))
+    return 0 if report.get("conserved") and report.get("complete", True) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("extract", help="WARC files or a Common Crawl snapshot -> docs/ (Ray)")
-    _common(p)
-    p.add_argument("--snapshot", help="Common Crawl snapshot id, e.g. CC-MAIN-2024-33")
-    p.add_argument("--warc", nargs="+", help="WARC paths, URLs (s3://, https://) or globs")
-    p.add_argument("--max-warcs", type=int, help="seeded random sample of this many WARC files")
-    p.add_argument("--base-url", help="Common Crawl base URL (https://data.commoncrawl.org/ or s3://commoncrawl/)")
-    p.set_defaults(handler=cmd_extract)
+    p = sub.add_parser("run", help="the whole pipeline: extract -> dedup -> annotate -> distil -> classify -> rewrite")
+    p.add_argument("config_path", nargs="?", help="YAML run config (same as --config)")
+    common_flags(p)
+    llm_flags(p)
+    p.set_defaults(handler=cmd_run)
+
+    for command in STAGE_COMMANDS:
+        p = sub.add_parser(command.name, help=command.help)
+        common_flags(p)
+        if command.llm:
+            llm_flags(p)
+        for flag in command.flags:
+            p.add_argument(flag.name, dest=_dest(flag), type=flag.type, nargs=flag.nargs,
+                           help=f"{flag.help} (config: {flag.config})")
+        p.set_defaults(handler=_stage_handler(command))
 
     p = sub.add_parser("report", help="print a run's counts per stage and reason, and check conservation")
-    _common(p)
+    common_flags(p)
     p.set_defaults(handler=cmd_report)
 
-    for register in _stage_commands():
-        register(sub)
+    # commands that are not stages: distil and the classifier tools, the LLM server tools
+    from classifiers.cli import register_cli as register_classifier_cli
+    from pipeline.llm.cli import register_cli as register_llm_cli
+
+    register_classifier_cli(sub, common_flags)
+    register_llm_cli(sub)
     return parser
 
 
-# Modules that define commands of their own: each has register_cli(subparsers), imported only when the
-# parser is built (their heavy imports stay inside their handlers).
-COMMAND_MODULES = ("pipeline.dedup", "pipeline.annotate", "pipeline.llm.cli", "classifiers.cli",
-                   "pipeline.classify", "pipeline.rewrite", "pipeline.run")
-
-
-def _stage_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    import importlib
-
-    return [importlib.import_module(name).register_cli for name in COMMAND_MODULES]
+def fixable_message(exc: BaseException) -> str | None:
+    if isinstance(exc, CurateError):
+        return str(exc)
+    converted = output_error(exc) if isinstance(exc, OSError) else None
+    return str(converted) if converted is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from pipeline.sources import InputError
-
     try:
         return args.handler(args)
-    except (ConfigError, InputError) as exc:
-        print(f"curate: {exc}", file=sys.stderr)
+    except (CurateError, OSError) as exc:
+        message = fixable_message(exc)
+        if message is None:
+            raise
+        print(f"curate {args.command}: {message}", file=sys.stderr)
+        if args.command == "run":
+            print("(finished stages are kept: fix the cause and run the same command again to go on from there)",
+                  file=sys.stderr)
         return 2
 
 

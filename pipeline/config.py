@@ -103,6 +103,7 @@ class ExtractConfig(Section):
 
 
 class DedupConfig(Section):
+    docs: str | None = None  # input dataset folder; default: <out>/docs
     exact: bool = True
     url: bool = True
     near: bool = True
@@ -215,10 +216,10 @@ class DistilConfig(Section):
     min_count: int = Field(default=1, ge=1)
     # Hash buckets for word n-grams: the model file is about (vocabulary + bucket) * dim * 4 bytes.
     bucket: int = Field(default=200_000, ge=1000)
-    # fastText training threads. At least 10: fastText initialises its input matrix in 10 blocks, one per
-    # thread index, so with fewer threads part of it stays uninitialised and training hits NaN at random.
-    # (Several threads make training nondeterministic: hogwild updates.)
-    threads: int = Field(default=10, ge=10)
+    # fastText training threads. 1 (default): reproducible, the same labels and settings give the same model
+    # byte for byte (seeded, and the input-matrix rows fastText leaves uninitialised are zero-filled, see
+    # classifiers.distil.zeroed_allocations). More threads train faster but hogwild: not reproducible.
+    threads: int = Field(default=1, ge=1)
     min_labels: int = Field(default=20, ge=2)
     # Part of the training split set aside to choose the decision threshold (metrics use the held-out split).
     validation_fraction: float = Field(default=0.15, gt=0, lt=1)
@@ -232,7 +233,8 @@ class DistilConfig(Section):
 
 
 class ClassifyConfig(Section):
-    classifier: str | None = None
+    docs: str | None = None  # input dataset folder; default: <out>/unique when it exists, else <out>/docs
+    classifier: str | None = None  # default: <out>/classifier (distil's output)
     threshold: float | None = Field(default=None, ge=0, le=1)  # None: the classifier card's threshold
     rows_per_file: int | None = Field(default=None, ge=1)
     bytes_per_file: int = Field(default=256 * 1024 * 1024, ge=1024)

@@ -90,6 +90,11 @@ class RunLayout:
     def dataset(self, name: str) -> Path:
         return self.root / name
 
+    def documents(self) -> Path:
+        """The run's documents for the stages after dedup: unique/ when dedup ran, else docs/."""
+        unique = self.dataset("unique")
+        return unique if unique.is_dir() and any(unique.glob("*.parquet")) else self.dataset("docs")
+
     def decisions(self, stage: str) -> Path:
         return self.root / "decisions" / stage
 

@@ -26,6 +26,13 @@ class ConservationError(CurateError):
     pass
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MiB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 @dataclass
 class ShardStats:
     stage: str

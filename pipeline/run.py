@@ -6,7 +6,6 @@ command after a crash (or a killed Ray job) finishes the run without redoing fin
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -31,58 +30,73 @@ def _needs_llm(cfg: RunConfig, layout: RunLayout) -> bool:
 
 
 def _start_llm(cfg: RunConfig, layout: RunLayout, stack: ExitStack) -> RunConfig:
-    """For the demo: build the tiny model once and serve it on loopback for this run only."""
-    from pipeline.llm.server import VLLMServer
+    """For the demo: build the tiny model once and serve it on loopback for this run only.
+
+    The server dies with this process however it ends (see pipeline.llm.server); it is recorded in
+    `_state/llm-server.json`, and one still running there from an earlier run of this folder (a process from
+    before that guarantee, or one whose guard was killed too) is stopped first."""
+    from pipeline.llm.server import VLLMServer, stop_leftover
     from pipeline.llm.tiny_model import build_tiny_model
 
+    pid_file = layout.root / "_state" / "llm-server.json"
+    leftover = stop_leftover(pid_file)
+    if leftover.stopped:
+        _status(f"stopped a vLLM server left running by an earlier run of this folder ({leftover.detail})")
     model_dir = Path(cfg.llm.tiny_model_dir or layout.root / "tiny-llama")
     if not (model_dir / "config.json").exists():
         _status(f"building the tiny random-weight model in {model_dir} (its labels are noise, by design)")
         build_tiny_model(model_dir)
-    server = stack.enter_context(VLLMServer(model_dir, served_model_name=cfg.llm.model))
+    server = stack.enter_context(VLLMServer(model_dir, served_model_name=cfg.llm.model, pid_file=pid_file))
     _status(f"tiny vLLM server ready at {server.url} (pid {server.pid})")
     return cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"url": server.url})})
 
 
+def _wanted(name: str, cfg: RunConfig) -> bool:
+    """Stages of the registry this run goes through: labelling and distillation only without a given
+    classifier (`classify.classifier` reuses one), rewriting only when enabled."""
+    if name in ("annotate", "distil"):
+        return cfg.classify.classifier is None
+    if name == "rewrite":
+        return cfg.rewrite.enabled
+    return True
+
+
 def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
-    from pipeline import extract
+    """Every stage of the registry (pipeline.stages.PIPELINE) in order, each through the one runner: a
+    finished stage is skipped, a partial one resumed. A filter stage left incomplete by transient errors
+    stops the run there (later stages must see all of its output); a side stage's (labels, rewrites) are
+    retried by the next run while the run goes on."""
+    from pipeline.runtime import StageIncomplete, run_stage
+    from pipeline.stages import LLM_STAGES, PIPELINE, make_stage
 
     layout = RunLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-
-    def stage(name: str, fn, *args, **kwargs):
-        started = time.perf_counter()
-        _status(f"{name} ...")
-        result = fn(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - started, 2)
-        _status(f"{name} done in {timings[name]:.1f}s")
-        return result
-
+    incomplete: list[str] = []
+    llm_noise = False
     with ExitStack() as stack:
-        stage("extract", extract.run, cfg)
-        from pipeline import dedup
-
-        stage("dedup", dedup.run, cfg)
-        if _needs_llm(cfg, layout) and cfg.llm.serve_tiny_model:
-            cfg = _start_llm(cfg, layout, stack)
-        classifier_dir = cfg.classify.classifier
-        if classifier_dir is None:
-            from classifiers.distil import run as distil_run
-            from pipeline import annotate
-
-            stage("annotate", annotate.run, cfg)
-            classifier_dir = str(layout.dataset("classifier"))
-            stage("distil", distil_run, cfg, out_dir=classifier_dir, reuse=True)
-        from pipeline import classify
-
-        cfg = cfg.model_copy(update={"classify": cfg.classify.model_copy(update={"classifier": classifier_dir})})
-        stage("classify", classify.run, cfg)
-        if cfg.rewrite.enabled:
-            from pipeline import rewrite
-
-            stage("rewrite", rewrite.run, cfg)
-    return summarize(cfg, timings, llm_noise=cfg.llm.serve_tiny_model)
+        for name in PIPELINE:
+            if not _wanted(name, cfg):
+                continue
+            if name in LLM_STAGES and cfg.llm.serve_tiny_model and not llm_noise and _needs_llm(cfg, layout):
+                cfg, llm_noise = _start_llm(cfg, layout, stack), True
+            stage = make_stage(name, cfg)
+            started = time.perf_counter()
+            _status(f"{name} ...")
+            summary = run_stage(stage)
+            timings[name] = round(time.perf_counter() - started, 2)
+            _status(f"{name} done in {timings[name]:.1f}s")
+            if not (summary.get("skipped") or summary.get("complete", True)):
+                incomplete.append(name)
+                if stage.role == "filter":
+                    raise StageIncomplete(
+                        f"{name}: {summary['transient_errors']} record(s) failed for transient reasons (see "
+                        f"decisions/{name}); the later stages need all of its output: run the same command "
+                        "again to retry only those")
+    report = summarize(cfg, timings, llm_noise=llm_noise or cfg.llm.serve_tiny_model)
+    report["complete"] = not incomplete
+    report["incomplete_stages"] = incomplete
+    return report
 
 
 KEPT_KEYS = ("kept_docs", "kept_tokens_by_quality_bucket", "kept_tokens_by_topic", "kept_words_by_quality_bucket",
@@ -95,8 +109,8 @@ def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = Fa
     """Counts per stage and reason, kept tokens and words per quality bucket and top topic, conservation;
     written to report.json."""
     from pipeline.report import build_report
-    from pipeline.rewrite.chunking import TokenCounter
-    from pipeline.rewrite.stage import resolve_tokenizer
+    from pipeline.llm.tokens import TokenCounter
+    from pipeline.llm.tokens import resolve_tokenizer
 
     layout = RunLayout(cfg.out)
     counter = TokenCounter(resolve_tokenizer(cfg))
@@ -190,47 +204,6 @@ def format_summary(report: dict[str, Any]) -> str:
     for name, path in report.get("outputs", {}).items():
         lines.append(f"  {name:<10} {path}")
     return "\n".join(lines)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.cli import _config
-
-    if args.config_path and not args.config:
-        args.config = args.config_path
-    cfg = _config(args)
-    try:
-        report = run_pipeline(cfg)
-    except _stage_errors() as exc:
-        print(f"curate run: {type(exc).__name__}: {exc}\n(finished stages are kept: fix the cause and run the "
-              f"same command again to go on from there)", file=sys.stderr)
-        return 2
-    print(format_summary(report))
-    return 0 if report.get("conserved") else 1
-
-
-def _stage_errors() -> tuple[type[BaseException], ...]:
-    """The errors a stage raises for a cause the user can fix (input, labels, endpoint, classifier)."""
-    from classifiers.artifact import ArtifactError
-    from classifiers.distil import DistilError
-    from classifiers.labels import LabelsError
-    from pipeline.classify import ClassifyError
-    from pipeline.llm.client import LLMUnavailable
-    from pipeline.llm.prompts import PromptError
-    from pipeline.llm.server import ServerError
-    from pipeline.report import ConservationError
-
-    return (ArtifactError, DistilError, LabelsError, ClassifyError, PromptError, ServerError, LLMUnavailable,
-            ConservationError, FileNotFoundError)
-
-
-def register_cli(sub) -> None:
-    from pipeline.cli import _common, _llm_flags
-
-    p = sub.add_parser("run", help="the whole pipeline: extract -> dedup -> annotate -> distil -> classify -> rewrite")
-    p.add_argument("config_path", nargs="?", help="YAML run config (same as --config)")
-    _common(p)
-    _llm_flags(p)
-    p.set_defaults(handler=cmd_run)
 
 
 if __name__ == "__main__":

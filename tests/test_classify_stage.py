@@ -1,5 +1,6 @@
-"""The classify stage on Ray: scores for every document, keep/drop decisions with reasons, the kept corpus as
-sharded Parquet with a manifest and a card, re-thresholding from stored scores, conservation."""
+"""The classify stages on Ray: scores for every document, keep/drop decisions with reasons, the kept corpus as
+sharded Parquet with a manifest and a card, re-thresholding from stored scores, conservation, and an unusable
+classifier refused before anything runs."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from classifiers.extraction_benchmark import as_teacher_labels, labelled_texts, 
 from classifiers.labels import load_llm_labels
 from pipeline import classify, schemas
 from pipeline.config import DistilConfig, load_config
+from pipeline.errors import CurateError
 from pipeline.io import RunLayout, read_dataset, write_json, write_parquet
 from pipeline.report import ShardStats, build_report
 
@@ -217,3 +219,26 @@ def test_a_different_classifier_rescores_the_same_classifier_does_not(tmp_path, 
     (other / "config.yaml").write_text((other / "config.yaml").read_text() + "# another model\n")
     changed = classify.run(_cfg(tmp_path, other), tmp_path / "docs", quiet=True)
     assert changed["scored_now"] == 2
+
+
+def test_a_classifier_without_its_model_file_is_refused_before_anything_is_written(tmp_path, ray_local,
+                                                                                     classifier_dir, corpus_docs):
+    _write_inputs(tmp_path / "docs", corpus_docs[:20], schemas.DOCS, n_files=1)
+    broken = tmp_path / "broken-classifier"
+    shutil.copytree(classifier_dir, broken)
+    model_file = yaml.safe_load((broken / "config.yaml").read_text())["quality"]["model_file"]
+    (broken / model_file).unlink()
+    out = tmp_path / "run"
+    with pytest.raises(CurateError) as caught:
+        classify.run(_cfg(out, broken), tmp_path / "docs", quiet=True)
+    message = str(caught.value)
+    assert model_file in message and str(broken) in message
+    assert "\n" not in message and "Traceback" not in message and "Actor" not in message
+    # no scores, markers, settings or corpus (the runner has only checked that it can write in the folder)
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+    # the command says the same in one line, exit 2
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "classify", "--out", str(out), "--docs",
+                           str(tmp_path / "docs"), "--classifier", str(broken)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and model_file in done.stderr and "Traceback" not in done.stderr
+    assert not [p for p in out.rglob("*") if p.is_file()]

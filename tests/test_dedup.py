@@ -20,7 +20,7 @@ from pipeline.dedup.components import EDGES, connected_components, star_labels, 
 from pipeline.dedup.keys import MinHasher, estimated_jaccard, compact_signature, normalise_url, true_jaccard
 from pipeline.dedup.shuffle import WorkArea
 from pipeline.io import RunLayout, read_dataset, write_parquet
-from pipeline.ray_exec import ray_map
+from pipeline.runtime.executor import RayExecutor
 from pipeline.report import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_components_on_ray_match_union_find(tmp_path, ray_local):
                          partitions)
 
     def run_tasks(fn, items, *args):
-        return ray_map(fn, items, *args, cfg=RayConfig(max_in_flight=4), label="cc", quiet=True)
+        return RayExecutor(RayConfig(max_in_flight=4)).map(fn, items, *args, label="cc", quiet=True)
 
     final, rounds = connected_components(work, "edges", partitions, run_tasks)
     assert rounds >= 1

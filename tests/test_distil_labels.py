@@ -191,3 +191,26 @@ def test_quantized_artifact_is_small_and_still_separates(tmp_path):
     few = distil(load_jsonl_labels(path, 3), small.model_copy(update={"quantize_min_labels": 100_000}),
                  tmp_path / "few", quiet=True)
     assert few["quality"]["quantized"] is False and "quantize_min_labels" in few["quality"]["quantize_skipped"]
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_same_labels_distil_into_the_same_classifier(tmp_path, quantize):
+    """One thread (the default), a seed and a zero-filled start: two trainings are byte-identical."""
+    items = labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:25])
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps({"text": t.text, "label": t.label}) + "\n" for t in items))
+    cfg = DistilConfig(bucket=10000, dim=32, quantize=quantize, quantize_min_labels=100)
+    assert cfg.threads == 1
+    runs = [distil(load_jsonl_labels(path, 3), cfg, tmp_path / name, quiet=True) for name in ("a", "b")]
+    model_file = "quality.ftz" if quantize else "quality.bin"
+    a, b = ((tmp_path / name / model_file).read_bytes() for name in ("a", "b"))
+    assert a == b
+    config_a, config_b = (yaml.safe_load((tmp_path / name / "config.yaml").read_text()) for name in ("a", "b"))
+    assert config_a["quality"]["decision_threshold"] == config_b["quality"]["decision_threshold"]
+    assert config_a == config_b and config_a["distil"]["threads"] == 1 and config_a["distil"]["seed"] == 0
+    for run in runs:
+        run["quality"].pop("train_seconds")
+    assert runs[0] == runs[1]
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert card == (tmp_path / "b" / "README.md").read_text()
+    assert "seed 0 and 1 thread, reproducible" in card

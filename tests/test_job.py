@@ -104,8 +104,9 @@ def _entrypoint(out: Path, llm_url: str) -> str:
 
 
 def _final_state(out: Path) -> dict:
-    """Row counts of the stages whose output does not depend on training (fastText trains with several
-    threads, so a retrained classifier may move a borderline page), and the corpus's consistency."""
+    """Row counts of the stages whose output does not depend on the LLM's answers (a job killed mid-annotate
+    batches its requests differently on resubmit, and a random model's answer can follow the batch), and
+    the corpus's consistency with its threshold."""
     layout = RunLayout(out)
     docs = read_dataset(layout.dataset("docs"), schemas.DOCS, columns=["doc_id"]).column("doc_id").to_pylist()
     unique = read_dataset(layout.dataset("unique"), schemas.UNIQUE, columns=["doc_id"]).column("doc_id").to_pylist()

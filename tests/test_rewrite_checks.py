@@ -85,8 +85,10 @@ def write_corpus(folder) -> None:
              "n_chars": len(text), "quality_prob": prob, "topics": [], "topic_probs": []}
             for doc_id, prob, text in DOCS]
     table = schemas.from_rows(rows, schemas.SCORED)
-    write_parquet(table.slice(0, 6), folder / "part-00000.parquet", schemas.SCORED)
-    write_parquet(table.slice(6), folder / "part-00001.parquet", schemas.SCORED)
+    # shards never span files: with rewrite.shard_size=4, `flaky` shares its shard only with pages that make
+    # no request (`low`, `blank`)
+    write_parquet(table.slice(0, 8), folder / "part-00000.parquet", schemas.SCORED)
+    write_parquet(table.slice(8), folder / "part-00001.parquet", schemas.SCORED)
 
 
 def units(layout: RunLayout) -> tuple[dict, dict]:
@@ -183,4 +185,7 @@ def test_no_server_is_a_clear_error_before_anything_is_sent(tmp_path, capsys):
     code = curate(["rewrite", "--corpus", str(corpus), "--out", str(tmp_path / "run"), "--llm-url", url])
     assert code == 2
     assert f"no LLM server answering at {url}" in capsys.readouterr().err
-    assert not (tmp_path / "run" / "synthetic").exists() and not (tmp_path / "run" / "_state").exists()
+    # no output, no decision, no shard marker (the runtime keeps only its run-folder bookkeeping in _state/)
+    layout = RunLayout(tmp_path / "run")
+    assert not layout.dataset("synthetic").exists() and not layout.decisions("rewrite").exists()
+    assert layout.shard_stats("rewrite") == [] and not layout.is_stage_done("rewrite")

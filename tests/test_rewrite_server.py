@@ -19,6 +19,7 @@ from pipeline import extract, rewrite, schemas
 from pipeline.cli import main as curate
 from pipeline.config import load_config
 from pipeline.io import RunLayout, read_dataset, write_parquet
+from pipeline.llm.client import LLMUnavailable
 from pipeline.llm.server import fetch_metrics, requests_served
 from pipeline.report import build_report
 from pipeline.rewrite.checks import COPIED_INPUT, EMPTY_OUTPUT, LANGUAGE_MISMATCH, QA_UNPARSEABLE, TRUNCATED_OUTPUT
@@ -139,5 +140,9 @@ def test_rewrite_routes_chunks_accounts_and_reruns_from_the_cache(tmp_path, real
     assert outcomes(layout) == first
 
     # a model name the server does not serve is refused before any request
-    with pytest.raises(rewrite.stage.LLMUnavailable, match="serves \\['tiny-llama'\\], not llm.model='llama-70b'"):
-        rewrite.stage.check_server(cfg.llm.model_copy(update={"model": "llama-70b"}), "rewrite")
+    wrong = load_config(None, settings(tmp_path / "wrong", vllm_server, tiny_model_dir) + ["llm.model=llama-70b"])
+    served_before = requests_served(fetch_metrics(vllm_server.url))
+    with pytest.raises(LLMUnavailable, match="serves \\['tiny-llama'\\], not llm.model='llama-70b'"):
+        rewrite.run(wrong, corpus, quiet=True)
+    assert requests_served(fetch_metrics(vllm_server.url)) == served_before
+    assert RunLayout(wrong.out).shard_stats("rewrite") == []

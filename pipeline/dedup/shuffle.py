@@ -10,7 +10,6 @@ with the step that writes them.
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.io import write_json, write_parquet
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+from pipeline.report import peak_rss_mb
 
 
 def string_partitions(values: list[str], num_partitions: int) -> np.ndarray:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -41,9 +40,10 @@ from pipeline import schemas
 from pipeline.config import DedupConfig
 from pipeline.dedup.components import EDGES, LABELS, connected_components, star_labels, write_undirected
 from pipeline.dedup.keys import (KEY_BYTES, MinHasher, compact_signature, exact_digest, line_digest, url_digest)
-from pipeline.dedup.shuffle import WorkArea, digest_partitions, peak_rss_mb
-from pipeline.io import RunLayout, parquet_files, write_json, write_parquet
-from pipeline.report import ShardStats
+from pipeline.dedup.shuffle import WorkArea, digest_partitions
+from pipeline.io import RunLayout, parquet_files, write_json
+from pipeline.report import peak_rss_mb
+from pipeline.runtime import Output, Shard, ShardResult, Stage, run_stage
 from pipeline.sources import InputError
 
 STAGE = "dedup"
@@ -330,19 +330,14 @@ def output_name(path: str) -> str:
     return Path(path).name.removesuffix(".parquet")
 
 
-def write_shard(item: tuple[int, str], cfg: DedupConfig, work_root: str, out_root: str) -> dict[str, Any]:
-    """Final output of one input shard: unique/ rows, decisions/dedup rows, and the stats marker (last)."""
-    shard, path = item
-    layout, work = RunLayout(out_root), WorkArea(work_root)
-    name = output_name(path)
-    if layout.is_shard_done(STAGE, name):
-        return {"skipped": True, "shard": name}
-    started = time.perf_counter()
+def dedup_shard(shard: int, path: str, stats, cfg: DedupConfig, work_root: str) -> tuple[list, list]:
+    """One input shard's outcome from the finished shuffle: (unique rows, decision rows); fills `stats`."""
+    work = WorkArea(work_root)
     docs = _read_docs(path).to_pylist()
     labels = _shard_labels(work, shard, cfg.shards_per_task)
     repeated = _repeated_lines_in(work, shard, cfg.shards_per_task) if cfg.line else set()
-    source = Path(path).name  # the docs shard, by name: outputs do not depend on where the run root lives
-    stats = ShardStats(stage=STAGE, shard=name, source=source, input=len(docs))
+    source = stats.source
+    stats.input = len(docs)
     kept: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
     lines_removed_total = 0
@@ -367,14 +362,8 @@ def write_shard(item: tuple[int, str], cfg: DedupConfig, work_root: str, out_roo
         stats.kept += 1
         kept.append({**doc, "text": text, "n_chars": len(text or ""), "dup_cluster_id": doc["doc_id"],
                      "dup_cluster_size": label[2] if label is not None else 1, "lines_removed": removed})
-    stats.check()
-    write_parquet(schemas.from_rows(kept, schemas.UNIQUE), layout.dataset("unique") / f"{name}.parquet", schemas.UNIQUE)
-    write_parquet(schemas.from_rows(decisions, schemas.DECISIONS), layout.decisions(STAGE) / f"{name}.parquet",
-                  schemas.DECISIONS)
-    stats.extra.update({"seconds": round(time.perf_counter() - started, 3), "lines_removed": lines_removed_total,
-                        "peak_rss_mb": peak_rss_mb()})
-    write_json(stats.to_json(), layout.marker(STAGE, name))
-    return stats.to_json()
+    stats.extra.update({"lines_removed": lines_removed_total, "peak_rss_mb": peak_rss_mb()})
+    return kept, decisions
 
 
 # ---- driver ---------------------------------------------------------------------------------------------------
@@ -393,9 +382,11 @@ def _docs_shards(docs_dir: Path) -> list[tuple[int, str]]:
 
 
 def _prepare_work(work: WorkArea, cfg: DedupConfig, shards: list[tuple[int, str]]) -> None:
-    """Reuse scratch files of an interrupted run only if it had the same config and inputs (the config
-    includes `num_partitions` and `shards_per_task`, which decide the task and partition file names)."""
-    manifest = {"config": cfg.model_dump(mode="json"), "shards": [path for _, path in shards]}
+    """Scratch files of an interrupted run are reused only when they were made for the same inputs and the
+    same split of the work (`num_partitions` and `shards_per_task` decide the task and partition file names;
+    the result-shaping settings are the stage's, guarded by the runtime)."""
+    manifest = {"config": cfg.model_dump(mode="json", exclude={"keep_work", "docs"}),
+                "shards": [path for _, path in shards]}
     path = work.root / "manifest.json"
     if path.exists():
         import json
@@ -409,74 +400,90 @@ def _prepare_work(work: WorkArea, cfg: DedupConfig, shards: list[tuple[int, str]
 def dedup_settings(cfg: DedupConfig, shards: list[tuple[int, str]]) -> dict[str, Any]:
     """What unique/ depends on: the input files (names and sizes) and the dedup settings that change the result
     (not how the work is split: partitions, shards per task, scratch kept)."""
-    result_cfg = cfg.model_dump(mode="json", exclude={"num_partitions", "shards_per_task", "keep_work"})
+    result_cfg = cfg.model_dump(mode="json", exclude={"num_partitions", "shards_per_task", "keep_work", "docs"})
     inputs = [f"{Path(path).name}:{Path(path).stat().st_size}" for _, path in shards]
     return {**{f"dedup.{k}": v for k, v in result_cfg.items()},
             "input_files": hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:16] + f" ({len(inputs)} files)"}
 
 
+class DedupStage(Stage):
+    """docs/ -> unique/: the shuffle steps run in `prepare` (Ray tasks through the executor, each resumable in
+    the scratch area), then one shard per docs file writes its unique/ rows and decisions."""
+
+    name = STAGE
+    section = "dedup"
+    outputs = (Output("unique", schemas.UNIQUE),)
+    plan_follows_settings = True  # the input files are one of the settings
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.docs_dir = Path(cfg.dedup.docs) if cfg.dedup.docs else RunLayout(cfg.out).dataset("docs")
+        self.work = WorkArea(RunLayout(cfg.out).root / "_work" / STAGE)
+        self.steps: dict[str, Any] = {}
+
+    def settings(self) -> dict[str, Any]:
+        return dedup_settings(self.cfg.dedup, _docs_shards(self.docs_dir))
+
+    def plan(self) -> list[Shard]:
+        return [Shard(key=output_name(path), source=Path(path).name, payload=(index, path))
+                for index, path in _docs_shards(self.docs_dir)]
+
+    def prepare(self, shards: list[Shard], executor) -> None:
+        cfg = self.cfg.dedup
+        every = _docs_shards(self.docs_dir)  # the shuffle sees every document, also of finished shards
+        per_task = cfg.shards_per_task
+        # shard indices are positions in `every`, so group g holds exactly the shards with index // per_task == g
+        groups = [(start // per_task, every[start:start + per_task]) for start in range(0, len(every), per_task)]
+        partitions = list(range(cfg.num_partitions))
+        _prepare_work(self.work, cfg, every)
+        work_root = str(self.work.root)
+        peaks: dict[str, float] = {}
+
+        def run_tasks(fn, items, *args, label: str | None = None):
+            step = label or fn.__name__
+            infos = executor.map(fn, items, *args, label=f"{STAGE}:{step}")
+            peaks[step] = max([peaks.get(step, 0.0)] + [info.get("peak_rss_mb", 0.0) for info in infos])
+            return infos
+
+        sign_infos = run_tasks(sign_group, groups, cfg, work_root)
+        edge_infos = run_tasks(group_partition, partitions, cfg, work_root)
+        final_step, rounds = connected_components(self.work, "edges", cfg.num_partitions,
+                                                  partial(run_tasks, label="components"))
+        run_tasks(label_partition, partitions, final_step, per_task, work_root)
+        if cfg.line:
+            run_tasks(count_lines_group, groups, cfg, work_root)
+            run_tasks(repeated_lines_partition, partitions, cfg, work_root)
+        self.steps = {
+            "cc_rounds": rounds, "key_records": sum(i.get("records", 0) for i in sign_infos),
+            "edges": sum(i.get("edges", 0) for i in edge_infos),
+            "candidates_rejected": sum(i.get("rejected", 0) for i in edge_infos),
+            "peak_rss_mb_by_step": peaks, "num_partitions": cfg.num_partitions, "sign_tasks": len(groups),
+        }
+
+    def process(self, worker: Any, shard: Shard) -> ShardResult:
+        index, path = shard.payload
+        stats = self.new_stats(shard)
+        kept, decisions = dedup_shard(index, path, stats, self.cfg.dedup, str(self.work.root))
+        return ShardResult(rows={"unique": kept}, decisions=decisions, stats=stats)
+
+    def finish(self, summary: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
+        peaks = dict(self.steps.get("peak_rss_mb_by_step", {}))
+        peaks["write_shard"] = max((m.get("peak_rss_mb", 0.0) for m in markers), default=0.0)
+        if summary["complete"] and not self.cfg.dedup.keep_work:
+            self.work.remove()
+            if self.work.root.parent.is_dir() and not any(self.work.root.parent.iterdir()):
+                self.work.root.parent.rmdir()
+        return {**self.steps, "peak_rss_mb_by_step": peaks, "peak_task_rss_mb": max(peaks.values(), default=0.0)}
+
+    def format_summary(self, summary: dict[str, Any]) -> str:
+        return (f"[{STAGE}] {summary['input']} docs in {summary['shards']} shards -> {summary['kept']} kept, "
+                f"{summary.get('edges', 0)} edges, {summary.get('cc_rounds', 0)} component round(s), "
+                f"{summary['seconds']:.1f}s")
+
+
 def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict[str, Any]:
-    """Deduplicate the docs of `cfg` (a RunConfig) -- `<cfg.out>/docs` or `docs_dir` -- into `<cfg.out>/unique`."""
-    from pipeline.ray_exec import ray_map
-
-    layout = RunLayout(cfg.out)
-    dedup_cfg: DedupConfig = cfg.dedup
-    shards = _docs_shards(Path(docs_dir) if docs_dir is not None else layout.dataset("docs"))
-    layout.check_settings(STAGE, dedup_settings(dedup_cfg, shards))
-    if layout.is_stage_done(STAGE):
-        if not quiet:
-            print(f"[{STAGE}] complete in {layout.root}, skipped")
-        return {"skipped": True}
-    per_task = dedup_cfg.shards_per_task
-    # shard indices are positions in `shards`, so group g holds exactly the shards with index // per_task == g
-    groups = [(start // per_task, shards[start:start + per_task]) for start in range(0, len(shards), per_task)]
-    partitions = list(range(dedup_cfg.num_partitions))
-    work = WorkArea(layout.root / "_work" / STAGE)
-    _prepare_work(work, dedup_cfg, shards)
-    started = time.perf_counter()
-    peaks: dict[str, float] = {}
-
-    def run_tasks(fn, items, *args, label: str | None = None):
-        infos = ray_map(fn, items, *args, cfg=cfg.ray, label=f"{STAGE}:{label or fn.__name__}", quiet=quiet)
-        step = label or fn.__name__
-        peaks[step] = max([peaks.get(step, 0.0)] + [info.get("peak_rss_mb", 0.0) for info in infos])
-        return infos
-
-    work_root = str(work.root)
-    sign_infos = run_tasks(sign_group, groups, dedup_cfg, work_root)
-    edge_infos = run_tasks(group_partition, partitions, dedup_cfg, work_root)
-    final_step, rounds = connected_components(work, "edges", dedup_cfg.num_partitions,
-                                              partial(run_tasks, label="components"))
-    run_tasks(label_partition, partitions, final_step, per_task, work_root)
-    if dedup_cfg.line:
-        run_tasks(count_lines_group, groups, dedup_cfg, work_root)
-        run_tasks(repeated_lines_partition, partitions, dedup_cfg, work_root)
-    todo = [item for item in shards if not layout.is_shard_done(STAGE, output_name(item[1]))]
-    run_tasks(write_shard, todo, dedup_cfg, work_root, str(layout.root))
-    seconds = time.perf_counter() - started
-
-    markers = {stats["shard"]: stats for stats in layout.shard_stats(STAGE)}
-    missing = [path for _, path in shards if output_name(path) not in markers]
-    if missing:
-        raise RuntimeError(f"{STAGE}: {len(missing)} shard(s) did not finish: {missing[:5]}")
-    stats = [markers[output_name(path)] for _, path in shards]
-    summary = {
-        "stage": STAGE, "shards": len(shards), "input": sum(s["input"] for s in stats),
-        "kept": sum(s["kept"] for s in stats), "seconds": round(seconds, 3), "cc_rounds": rounds,
-        "key_records": sum(i.get("records", 0) for i in sign_infos),
-        "edges": sum(i.get("edges", 0) for i in edge_infos),
-        "candidates_rejected": sum(i.get("rejected", 0) for i in edge_infos),
-        "peak_rss_mb_by_step": peaks,
-        "peak_task_rss_mb": max(peaks.values(), default=0.0),
-        "num_partitions": dedup_cfg.num_partitions,
-        "sign_tasks": len(groups),
-    }
-    write_json(summary, layout.stage_marker(STAGE))
-    if not dedup_cfg.keep_work:
-        work.remove()
-        if not any(work.root.parent.iterdir()):
-            work.root.parent.rmdir()
-    if not quiet:
-        print(f"[{STAGE}] {summary['input']} docs in {len(shards)} shards -> {summary['kept']} kept, "
-              f"{summary['edges']} edges, {rounds} component round(s), {seconds:.1f}s")
-    return summary
+    """Deduplicate the docs of `cfg` (a RunConfig) -- `<cfg.out>/docs`, `dedup.docs` or `docs_dir` -- into
+    `<cfg.out>/unique`."""
+    if docs_dir is not None:
+        cfg = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"docs": str(docs_dir)})})
+    return run_stage(DedupStage(cfg), quiet=quiet)

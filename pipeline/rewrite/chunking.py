@@ -5,9 +5,8 @@ the budget on its own is split at sentence ends, then at spaces, and only as a l
 spaces, such as Chinese or Japanese) inside a word. Joining a document's chunks with "\n" gives back its
 paragraphs in order, so per-chunk answers are reassembled in the same order.
 
-Tokens are counted with the served model's own tokenizer when its folder is on this machine
-(`tokenizer.json`, read with the `tokenizers` library: fast, no model load), else with a documented
-estimate (`estimate_tokens`).
+Tokens are counted with `pipeline.llm.tokens.TokenCounter`: the served model's own tokenizer when its
+folder is on this machine, else a documented estimate.
 """
 
 from __future__ import annotations
@@ -15,51 +14,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from pathlib import Path
+
+from pipeline.llm.tokens import TokenCounter, estimate_tokens  # noqa: F401 - re-exported
 
 # A sentence ends after ., !, ? (optionally a closing quote or bracket) and the spaces that follow, or right
 # after a CJK full stop / exclamation / question mark (no space follows those).
 _SENTENCE = re.compile(r".+?(?:[.!?][\"'\u201d\u2019)\]]?\s+|[\u3002\uff01\uff1f]\s*|$)", re.DOTALL)
 _WORD = re.compile(r"\S+\s*|\s+")
 PARAGRAPH_SEPARATOR = "\n"
-
-
-def estimate_tokens(text: str) -> int:
-    """Token count estimate when no tokenizer is at hand: one token per 3 UTF-8 bytes.
-
-    Llama-3-style BPE tokenizers spend ~4 characters (bytes) per token on English prose and about one
-    token per CJK character (3 bytes), so this over-counts English by ~30% and is about right for CJK:
-    chunks come out a little smaller than the budget, never larger."""
-    return math.ceil(len(text.encode("utf-8")) / 3)
-
-
-class TokenCounter:
-    """`count(text)` and `count_many(texts)` with a local tokenizer, or the estimate.
-
-    `source` is a model or tokenizer folder holding `tokenizer.json` (Hugging Face format); None or a folder
-    without one gives the estimate. `name` says which was used (recorded in the dataset card)."""
-
-    def __init__(self, source: str | Path | None = None):
-        self._tokenizer = None
-        self.name = "estimate_utf8_bytes_div_3"
-        path = Path(source) / "tokenizer.json" if source else None
-        if path is not None and path.is_file():
-            from tokenizers import Tokenizer
-
-            self._tokenizer = Tokenizer.from_file(str(path))
-            self.name = f"tokenizer:{Path(source).name}"
-
-    @property
-    def exact(self) -> bool:
-        return self._tokenizer is not None
-
-    def count(self, text: str) -> int:
-        return self.count_many([text])[0]
-
-    def count_many(self, texts: list[str]) -> list[int]:
-        if self._tokenizer is None:
-            return [estimate_tokens(t) for t in texts]
-        return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
 def split_paragraphs(text: str) -> list[str]:

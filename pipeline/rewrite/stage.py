@@ -10,35 +10,36 @@ Steps, each testable alone:
 - `plan_doc`: the page's chunks (pipeline.rewrite.chunking) and the requests for each style (pure).
 - `assemble`: one (document, style)'s chunk answers -> a synthetic row or a failure (pure; the checks are
   in pipeline.rewrite.checks).
-- `Rewriter.rewrite_shard`: one shard's requests through the shared LLM client (retries, response cache),
-  then its synthetic/ and decisions/ files and its `_state/rewrite/` marker (written last).
-- `run`: streams the corpus into shards, skips complete ones, runs the rest on Ray actors, writes the
-  dataset card (synthetic/README.md) and the counts into report.json.
+- `RewriteStage`: an LLM stage (pipeline.llm.stage): the corpus streamed into shards, each answered through
+  the shared LLM client (retries, response cache) on Ray actors; the runtime writes synthetic/, decisions/
+  and the shard markers, and `finish` the dataset card (synthetic/README.md).
+- `run`: the Python API, `run_stage(RewriteStage(cfg))`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
 import math
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from pipeline import schemas
-from pipeline.annotate import cache_dir, is_transient, sampling_params
-from pipeline.io import RunLayout, write_json, write_parquet
-from pipeline.llm.client import Completion, LLMClient, LLMError, LLMUnavailable, canonical_json, check_server
+from pipeline.config import ConfigError
+from pipeline.io import RunLayout
+from pipeline.llm.client import Completion, LLMError, canonical_json
 from pipeline.llm.prompts import Prompt, PromptError, load_prompt
-from pipeline.report import ShardStats
+from pipeline.llm.stage import LLMStage, LLMWorker, Requests, is_transient, sampling_params
+from pipeline.llm.tokens import TokenCounter, resolve_tokenizer
 from pipeline.rewrite.checks import Failure, check_answer, check_rewrite, format_qa_pairs, parse_qa_pairs
-from pipeline.rewrite.chunking import TokenCounter, chunk_text
+from pipeline.rewrite.chunking import chunk_text
+from pipeline.runtime import Output, Shard, ShardResult, run_stage
+from pipeline.sources import InputError
 
 STAGE = "rewrite"
 SYNTHETIC = "synthetic"
@@ -53,6 +54,12 @@ SOURCE_TOO_LONG = "source_too_long"
 STYLE_TASKS = ("rewrite_wiki", "qa_pairs", "distill", "knowledge_list")
 QA_TASKS = ("qa_pairs",)
 CORPUS_COLUMNS = ["doc_id", "url", "text", "language", "quality_prob"]
+# Rewrite settings that do not shape the answers: the input selection and how the work is cut and spread.
+NOT_SETTINGS = {"enabled", "corpus", "limit", "shard_size", "num_actors", "styles"}
+
+
+class RewriteInputError(InputError):
+    """The corpus to rewrite is not there, or is not classify's corpus/ rows."""
 
 
 # ---------------------------------------------------------------------------------------------- routing
@@ -101,10 +108,10 @@ class StyleSet:
         routed = set(rewrite.mid_styles) | set(rewrite.high_styles)
         unrouted = [s for s in rewrite.styles if s not in routed]
         if unrouted:
-            raise ValueError(f"rewrite.styles: {unrouted} in neither rewrite.mid_styles {rewrite.mid_styles} nor "
+            raise ConfigError(f"rewrite.styles: {unrouted} in neither rewrite.mid_styles {rewrite.mid_styles} nor "
                              f"rewrite.high_styles {rewrite.high_styles}")
         if not rewrite.styles:
-            raise ValueError("rewrite.styles is empty: nothing to rewrite")
+            raise ConfigError("rewrite.styles is empty: nothing to rewrite")
         self.styles: dict[str, Style] = {}
         for prompt_id in rewrite.styles:
             prompt = load_prompt(prompt_id, cfg.llm.prompts_dir)
@@ -112,7 +119,7 @@ class StyleSet:
                 raise PromptError(f"{prompt.path}: task {prompt.task!r} is not a rewrite style "
                                   f"(one of {', '.join(STYLE_TASKS)})")
             if prompt.task not in rewrite.max_output_tokens:
-                raise ValueError(f"rewrite.max_output_tokens has no limit for style {prompt.task!r} "
+                raise ConfigError(f"rewrite.max_output_tokens has no limit for style {prompt.task!r} "
                                  f"(prompt {prompt_id})")
             self.styles[prompt_id] = Style(prompt, rewrite.max_output_tokens[prompt.task])
         self.model = cfg.llm.model
@@ -237,303 +244,45 @@ def decision_row(doc: dict[str, Any], outcome: str, failure: Failure, source: st
             "detail": detail[:1000], "url": doc.get("url"), "source": source}
 
 
-# ------------------------------------------------------------------------------------------ one shard
-class Rewriter:
-    """Per-actor state (styles, tokenizer, language model, the client) and the per-shard step. `caller` is
-    an async function `(requests) -> [Completion | LLMError]`; by default the HTTP client of `cfg.llm`."""
-
-    def __init__(self, cfg, out_root: str, source: str, caller=None, stats=None):
-        from pipeline.langid import LanguageIdentifier
-
-        self.cfg = cfg
-        self.rewrite_cfg = cfg.rewrite
-        self.layout = RunLayout(out_root)
-        self.source = source
-        self.styles = StyleSet(cfg)
-        self.counter = TokenCounter(resolve_tokenizer(cfg))
-        self.langid = LanguageIdentifier(cfg.extract.langid_model) if cfg.rewrite.check_language else None
-        self.client = None
-        if caller is None:
-            self.client = LLMClient.from_config(cfg.llm, cache_dir=cache_dir(cfg))
-            caller = self._call_server
-            stats = self.client.stats
-        self.caller = caller
-        self.stats = stats
-
-    async def _call_server(self, requests: Sequence[ChunkRequest]) -> list[Completion | LLMError]:
-        async def one(request: ChunkRequest) -> Completion | LLMError:
-            try:
-                return await self.client.chat(request.messages, max_tokens=request.max_tokens, **request.params)
-            except LLMError as exc:
-                return exc
-
-        return list(await asyncio.gather(*(one(r) for r in requests)))
-
-    async def rewrite_shard(self, key: str, docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        started = time.perf_counter()
-        plans = [plan_doc(doc, self.rewrite_cfg, self.counter) for doc in docs]
-        requests = [request for plan in plans for request in plan_requests(plan, self.styles)]
-        results = await self.caller(requests) if requests else []
-        answers: dict[tuple[str, str], list[Completion | LLMError]] = {}
-        for request, result in zip(requests, results):
-            answers.setdefault((request.doc_id, request.style), []).append(result)
-
-        stats = ShardStats(stage=STAGE, shard=key, source=self.source)
-        rows: list[dict[str, Any]] = []
-        decisions: list[dict[str, Any]] = []
-        kept_by_style: Counter = Counter()
-        for plan in plans:
-            if plan.failure is not None and not plan.styles:  # routed to no style: one unit
-                stats.input += 1
-                stats.drop(plan.failure.reason)
-                decisions.append(decision_row(plan.doc, schemas.DROPPED, plan.failure, self.source))
-                continue
-            for prompt_id in plan.styles:
-                stats.input += 1
-                style = self.styles.styles[prompt_id]
-                if plan.failure is not None:
-                    outcome, result = schemas.DROPPED, plan.failure
-                else:
-                    result = assemble(plan, style, answers[(plan.doc["doc_id"], prompt_id)], model=self.styles.model,
-                                      params_json=self.styles.params_json(style), langid=self.langid,
-                                      rewrite_cfg=self.rewrite_cfg)
-                    if isinstance(result, dict):
-                        stats.kept += 1
-                        kept_by_style[style.name] += 1
-                        rows.append(result)
-                        continue
-                    outcome, result = result
-                (stats.drop if outcome == schemas.DROPPED else stats.error)(result.reason)
-                decisions.append(decision_row(plan.doc, outcome, result, self.source, prompt_id))
-        stats.check()
-        write_parquet(schemas.from_rows(rows, schemas.SYNTHETIC), self.layout.dataset(SYNTHETIC) / f"{key}.parquet",
-                      schemas.SYNTHETIC)
-        write_parquet(schemas.from_rows(decisions, schemas.DECISIONS), self.layout.decisions(STAGE) / f"{key}.parquet",
-                      schemas.DECISIONS)
-        completions = [r for r in results if isinstance(r, Completion)]
-        stats.extra.update(
-            docs=len(docs), requests=len(requests), cached=sum(1 for c in completions if c.cached),
-            transient_errors=sum(n for reason, n in stats.errored.items() if is_transient(reason)),
-            kept_by_style=dict(sorted(kept_by_style.items())),
-            kept_completion_tokens=sum(row["completion_tokens"] for row in rows),
-            prompt_tokens=sum(c.prompt_tokens for c in completions),
-            completion_tokens=sum(c.completion_tokens for c in completions),
-            seconds=round(time.perf_counter() - started, 3),
-        )
-        marker = stats.to_json()
-        write_json(marker, self.layout.marker(STAGE, key))
-        return marker
-
-    def client_stats(self) -> dict[str, Any]:
-        return self.stats.to_json() if self.stats is not None else {}
-
-
-def resolve_tokenizer(cfg) -> str | None:
-    """The first folder holding the served model's tokenizer.json: rewrite.tokenizer, llm.engine_model,
-    llm.tiny_model_dir, or the demo's <out>/tiny-llama; None (the estimate) when there is none."""
-    candidates = [cfg.rewrite.tokenizer, cfg.llm.engine_model, cfg.llm.tiny_model_dir]
-    if cfg.llm.serve_tiny_model:
-        candidates.append(str(Path(cfg.out) / "tiny-llama"))
-    if cfg.rewrite.tokenizer and not (Path(cfg.rewrite.tokenizer) / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"rewrite.tokenizer: no tokenizer.json in {cfg.rewrite.tokenizer}")
-    return next((c for c in candidates if c and (Path(c) / "tokenizer.json").is_file()), None)
-
-
 # ------------------------------------------------------------------------------------------- planning
-def resolve_corpus_dir(cfg, corpus_dir: str | Path | None) -> Path:
-    folder = Path(corpus_dir or cfg.rewrite.corpus or Path(cfg.out) / "corpus")
+def resolve_corpus_dir(cfg) -> Path:
+    """rewrite.corpus, else the run's corpus/ (classify's kept pages), with the columns routing needs."""
+    folder = Path(cfg.rewrite.corpus or Path(cfg.out) / "corpus")
     if not any(folder.glob("*.parquet")):
-        raise FileNotFoundError(f"rewrite: no Parquet files in {folder} (run classify first or pass --corpus)")
+        raise RewriteInputError(f"rewrite: no Parquet files in {folder} (run classify first or pass --corpus)")
     for path in sorted(folder.glob("*.parquet")):
         missing = sorted({"doc_id", "text", "quality_prob"} - set(pq.read_schema(path).names))
         if missing:
-            raise ValueError(f"rewrite: {path} has no column(s) {missing} (expected classify's corpus/ rows)")
+            raise RewriteInputError(f"rewrite: {path} has no column(s) {missing} (expected classify's corpus/ rows)")
     return folder
 
 
 def iter_shards(folder: Path, shard_size: int, limit: int | None,
-                fingerprint: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """The corpus, streamed in file order, as shards of `shard_size` documents. A shard's name hashes its
-    doc_ids and the settings that determine its answers: the same input and settings give the same names
-    (complete shards are skipped), changed ones give new names."""
+                fingerprint: dict[str, Any]) -> Iterator[tuple[str, str, list[str]]]:
+    """The corpus in file order as shards of up to `shard_size` documents of one file: (name, file, doc_ids).
+    Only the ids are read here (the driver never holds the pages; a shard reads its own). A shard's name
+    hashes its doc_ids and the settings that determine its answers: the same input and settings give the
+    same names (complete shards are skipped), changed ones give new names."""
     settings = canonical_json(fingerprint)
-    batch: list[dict[str, Any]] = []
     taken = 0
-
-    def shard(members: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-        digest = hashlib.sha1((settings + "\n" + "\n".join(d["doc_id"] for d in members)).encode()).hexdigest()
-        return f"part-{digest[:16]}", members
-
     for path in sorted(folder.glob("*.parquet")):
-        parquet = pq.ParquetFile(path)
-        columns = [c for c in CORPUS_COLUMNS if c in parquet.schema_arrow.names]
-        for record_batch in parquet.iter_batches(batch_size=shard_size, columns=columns):
-            for doc in record_batch.to_pylist():
-                if limit is not None and taken >= limit:
-                    break
-                batch.append(doc)
-                taken += 1
-                if len(batch) == shard_size:
-                    yield shard(batch)
-                    batch = []
-    if batch:
-        yield shard(batch)
+        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=shard_size, columns=["doc_id"]):
+            ids = record_batch.column("doc_id").to_pylist()
+            if limit is not None:
+                ids = ids[: max(limit - taken, 0)]
+            if not ids:
+                return
+            taken += len(ids)
+            digest = hashlib.sha1((settings + "\n" + "\n".join(ids)).encode()).hexdigest()
+            yield f"part-{digest[:16]}", str(path), ids
 
 
-def shard_done(layout: RunLayout, key: str) -> bool:
-    marker = layout.marker(STAGE, key)
-    return marker.exists() and json.loads(marker.read_text()).get("transient_errors", 0) == 0
-
-
-def _remove_stale(layout: RunLayout, keys: set[str]) -> None:
-    """Drop outputs of shards not in the current plan (changed corpus, limit or settings): their answers
-    stay in the response cache, so nothing paid for is lost."""
-    for folder, suffix in ((layout.dataset(SYNTHETIC), ".parquet"), (layout.decisions(STAGE), ".parquet"),
-                           (layout.state(STAGE), ".json")):
-        for path in list(folder.glob(f"part-*{suffix}")):
-            if path.stem not in keys:
-                path.unlink()
-
-
-# ----------------------------------------------------------------------------------------- Ray driver
-def _actor_class():
-    import ray
-
-    class RewriteActor:
-        """Async actor: its shards share one event loop and one client, so the bound on requests in flight
-        holds across shards and there is no idle gap between them."""
-
-        def __init__(self, cfg, out_root: str, source: str):
-            self.rewriter = Rewriter(cfg, out_root, source)
-
-        async def rewrite_shard(self, key: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
-            return await self.rewriter.rewrite_shard(key, docs)
-
-        async def client_stats(self) -> dict[str, Any]:
-            return self.rewriter.client_stats()
-
-    # Waiting on HTTP costs little CPU: a fraction of a core keeps actors schedulable next to other work.
-    return ray.remote(num_cpus=0.1, max_concurrency=4)(RewriteActor)
-
-
-class _ShardPool:
-    """Rewrite shards on `num_actors` actors, started on the first shard (a rerun with nothing left to do
-    starts none), with at most `per_actor` shards queued on each."""
-
-    def __init__(self, cfg, out_root: str, source: str, per_actor: int = 2, quiet: bool = False):
-        self.cfg, self.out_root, self.source = cfg, out_root, source
-        self.per_actor, self.quiet = per_actor, quiet
-        self.actors: list[Any] = []
-        self.queue = None
-
-    @property
-    def submitted(self) -> int:
-        return self.queue.submitted if self.queue is not None else 0
-
-    def submit(self, key: str, docs: list[dict[str, Any]]) -> None:
-        if self.queue is None:
-            from pipeline.ray_exec import ActorQueue, ensure_ray
-
-            check_server(self.cfg.llm, STAGE)
-            ensure_ray(self.cfg.ray)
-            actor_cls = _actor_class()
-            self.actors = [actor_cls.remote(self.cfg, self.out_root, self.source)
-                           for _ in range(self.cfg.rewrite.num_actors)]
-            self.queue = ActorQueue(self.actors, "rewrite_shard", self.per_actor, STAGE, quiet=self.quiet)
-        self.queue.submit(key, docs)
-
-    def finish(self) -> list[dict[str, Any]]:
-        """Wait for every shard; the actors' client counters; stop the actors."""
-        if self.queue is None:
-            return []
-        import ray
-
-        try:
-            self.queue.drain()
-            return ray.get([actor.client_stats.remote() for actor in self.actors])
-        finally:
-            for actor in self.actors:
-                ray.kill(actor)
-
-
-def summarize_shards(layout: RunLayout, keys: Sequence[str]) -> dict[str, Any]:
-    """Totals over the current plan's shard markers."""
-    totals = {"docs": 0, "input": 0, "kept": 0, "requests": 0, "transient_errors": 0, "prompt_tokens": 0,
-              "completion_tokens": 0, "kept_completion_tokens": 0}
-    dropped: Counter = Counter()
-    errored: Counter = Counter()
-    by_style: Counter = Counter()
-    for key in keys:
-        marker = layout.marker(STAGE, key)
-        if not marker.exists():
-            continue
-        data = json.loads(marker.read_text())
-        for name in totals:
-            totals[name] += data.get(name, 0)
-        dropped.update(data["dropped"])
-        errored.update(data["errored"])
-        by_style.update(data.get("kept_by_style", {}))
-    return {**totals, "dropped": dict(sorted(dropped.items())), "errored": dict(sorted(errored.items())),
-            "kept_by_style": dict(sorted(by_style.items()))}
-
-
-def run(cfg, corpus_dir: str | Path | None = None, *, quiet: bool = False) -> dict[str, Any]:
-    """Rewrite `corpus_dir` (default: rewrite.corpus, else <cfg.out>/corpus) into `<cfg.out>/synthetic`."""
-    from pipeline.report import build_report
-
-    layout = RunLayout(cfg.out)
-    folder = resolve_corpus_dir(cfg, corpus_dir)
-    if cfg.llm.backend != "server":
-        raise ValueError("rewrite supports llm.backend=server only (point llm.url at a vLLM server)")
-    styles = StyleSet(cfg)  # fail fast, in the driver, on a broken prompt or config
-    tokenizer = resolve_tokenizer(cfg)
-    fingerprint = {**styles.fingerprint(), "tokenizer": tokenizer,
-                   "rewrite": cfg.rewrite.model_dump(exclude={"enabled", "corpus", "limit", "shard_size",
-                                                              "num_actors", "styles"})}
-    started = time.perf_counter()
-    keys: list[str] = []
-    pool = _ShardPool(cfg, str(layout.root), str(folder), quiet=quiet)
-    client_stats: list[dict[str, Any]] = []
-    try:
-        for key, docs in iter_shards(folder, cfg.rewrite.shard_size, cfg.rewrite.limit, fingerprint):
-            keys.append(key)
-            if not shard_done(layout, key):
-                pool.submit(key, docs)
-    finally:
-        client_stats = pool.finish()
-    seconds = time.perf_counter() - started
-    _remove_stale(layout, set(keys))
-
-    totals = summarize_shards(layout, keys)
-    fresh_tokens = sum(s.get("completion_tokens", 0) for s in client_stats)
-    summary = {
-        "corpus": str(folder), "shards": len(keys), "shards_run": pool.submitted, **totals,
-        "styles": {pid: {"style": s.name, "prompt_hash": s.prompt.prompt_hash, "max_tokens": s.max_tokens}
-                   for pid, s in styles.styles.items()},
-        "model": styles.model, "sampling_params": styles.params,
-        "tokenizer": TokenCounter(tokenizer).name,
-        "this_run": {
-            "seconds": round(seconds, 3),
-            "http_requests": sum(s.get("requests", 0) for s in client_stats),
-            "completions": sum(s.get("completions", 0) for s in client_stats),
-            "cache_hits": sum(s.get("cache_hits", 0) for s in client_stats),
-            "retries": sum(s.get("retries", 0) for s in client_stats),
-            "failures": dict(sum((Counter(s.get("failures", {})) for s in client_stats), Counter())),
-            "prompt_tokens": sum(s.get("prompt_tokens", 0) for s in client_stats),
-            "completion_tokens": fresh_tokens,
-            "completion_tokens_per_s": round(fresh_tokens / seconds, 1) if seconds > 0 else 0.0,
-        },
-    }
-    summary["complete"] = totals["transient_errors"] == 0 and all(layout.marker(STAGE, k).exists() for k in keys)
-    write_card(layout, cfg, summary)
-    if summary["complete"]:
-        write_json(summary, layout.stage_marker(STAGE))
-    else:  # the whole-pipeline run must not skip a stage that still has shards to redo
-        layout.stage_marker(STAGE).unlink(missing_ok=True)
-    build_report(layout, extra={STAGE: summary})
-    if not quiet:
-        print(format_summary(summary))
-    return summary
+def read_shard_docs(path: str, doc_ids: list[str]) -> list[dict[str, Any]]:
+    """The corpus rows of one shard, in the shard's order."""
+    columns = [c for c in CORPUS_COLUMNS if c in pq.read_schema(path).names]
+    table = pq.read_table(path, columns=columns, filters=[("doc_id", "in", doc_ids)])
+    by_id = {row["doc_id"]: row for row in table.to_pylist()}
+    return [by_id[doc_id] for doc_id in doc_ids if doc_id in by_id]
 
 
 # ------------------------------------------------------------------------------------- card, summary
@@ -604,51 +353,143 @@ def write_card(layout: RunLayout, cfg, summary: dict[str, Any]) -> Path:
     return path
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    this_run = summary["this_run"]
-    lines = [f"[{STAGE}] {summary['docs']} pages from {summary['corpus']}: {summary['input']} units, "
-             f"{summary['kept']} rewrites kept {summary['kept_by_style']}"]
-    for outcome in ("dropped", "errored"):
-        for reason, count in summary[outcome].items():
-            lines.append(f"  {outcome} {reason}: {count}")
-    lines.append(f"  this run: {this_run['http_requests']} requests, {this_run['cache_hits']} cache hits, "
-                 f"{this_run['completion_tokens']} tokens generated ({this_run['completion_tokens_per_s']}/s), "
-                 f"{this_run['seconds']}s")
-    if not summary["complete"]:
-        lines.append(f"  incomplete: {summary['transient_errors']} units failed on transient errors; rerun to retry")
-    return "\n".join(lines)
+# ------------------------------------------------------------------------------------------- the stage
+@dataclass
+class RewriteTools:
+    """Per-worker state besides the client: the token counter (chunking) and the language model (checks)."""
+
+    counter: TokenCounter
+    langid: Any = None
 
 
-# -------------------------------------------------------------------------------------------- CLI
-def register_cli(subparsers) -> None:
-    from pipeline.cli import _common, _llm_flags
+class RewriteStage(LLMStage):
+    """corpus/ -> synthetic/ + decisions/rewrite: one shard per `rewrite.shard_size` pages, on LLM actors."""
 
-    p = subparsers.add_parser("rewrite", help="rewrite corpus pages in styles routed by quality -> synthetic/ (Ray)")
-    _common(p)
-    _llm_flags(p)
-    p.add_argument("--corpus", help="input Parquet folder (default: OUT/corpus, classify's kept pages)")
-    p.add_argument("--styles", nargs="+", metavar="PROMPT_ID",
-                   help="prompt ids to run, e.g. rewrite_wiki_v1 qa_pairs_v1 (config: rewrite.styles)")
-    p.add_argument("--limit", type=int, help="rewrite only the first N pages (config: rewrite.limit)")
-    p.set_defaults(handler=_cmd_rewrite)
+    name = STAGE
+    section = "rewrite"
+    outputs = (Output(SYNTHETIC, schemas.SYNTHETIC),)
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.corpus_dir: Path | None = None
+
+    @cached_property
+    def styles(self) -> StyleSet:
+        return StyleSet(self.cfg)
+
+    @cached_property
+    def tokenizer(self) -> str | None:
+        """The folder of the tokenizer chunks are counted with (None: the estimate)."""
+        return resolve_tokenizer(self.cfg)
+
+    def check(self) -> None:
+        super().check()
+        # a broken prompt, route or tokenizer setting fails here, in the driver
+        self.styles, self.tokenizer  # noqa: B018
+
+    def settings(self) -> dict[str, Any]:
+        """The style fingerprint: what determines the answers (and so the cache keys and shard names)."""
+        styles = self.styles
+        rewrite = self.cfg.rewrite.model_dump(mode="json", exclude=NOT_SETTINGS)
+        return {"llm.model": styles.model, "sampling_params": styles.params,
+                "rewrite.prompts": {pid: [s.prompt.prompt_hash, s.max_tokens] for pid, s in styles.styles.items()},
+                "tokenizer": self.tokenizer, **{f"rewrite.{key}": value for key, value in rewrite.items()}}
+
+    def plan(self) -> list[Shard]:
+        self.corpus_dir = resolve_corpus_dir(self.cfg)
+        rewrite = self.cfg.rewrite
+        return [Shard(key=key, source=str(self.corpus_dir), payload=(path, doc_ids))
+                for key, path, doc_ids in iter_shards(self.corpus_dir, rewrite.shard_size, rewrite.limit,
+                                                      self.settings())]
+
+    def setup_state(self) -> RewriteTools:
+        from pipeline.langid import LanguageIdentifier
+
+        langid = LanguageIdentifier(self.cfg.extract.langid_model) if self.cfg.rewrite.check_language else None
+        return RewriteTools(TokenCounter(self.tokenizer), langid)
+
+    def requests(self, worker: LLMWorker, shard: Shard) -> Requests:
+        plans = [plan_doc(doc, self.cfg.rewrite, worker.state.counter) for doc in read_shard_docs(*shard.payload)]
+        return Requests([request for plan in plans for request in plan_requests(plan, self.styles)], plan=plans)
+
+    def result(self, worker: LLMWorker, shard: Shard, requests: Requests,
+               answers: list[Completion | LLMError]) -> ShardResult:
+        styles = self.styles
+        by_unit: dict[tuple[str, str], list[Completion | LLMError]] = {}
+        for request, answer in zip(requests, answers):
+            by_unit.setdefault((request.doc_id, request.style), []).append(answer)
+        stats = self.new_stats(shard)
+        rows: list[dict[str, Any]] = []
+        decisions: list[dict[str, Any]] = []
+        kept_by_style: Counter = Counter()
+        for plan in requests.plan:
+            if plan.failure is not None and not plan.styles:  # routed to no style: one unit
+                stats.input += 1
+                stats.drop(plan.failure.reason)
+                decisions.append(decision_row(plan.doc, schemas.DROPPED, plan.failure, shard.source))
+                continue
+            for prompt_id in plan.styles:
+                stats.input += 1
+                style = styles.styles[prompt_id]
+                if plan.failure is not None:
+                    outcome, failure = schemas.DROPPED, plan.failure
+                else:
+                    made = assemble(plan, style, by_unit[(plan.doc["doc_id"], prompt_id)], model=styles.model,
+                                    params_json=styles.params_json(style), langid=worker.state.langid,
+                                    rewrite_cfg=self.cfg.rewrite)
+                    if isinstance(made, dict):
+                        stats.kept += 1
+                        kept_by_style[style.name] += 1
+                        rows.append(made)
+                        continue
+                    outcome, failure = made
+                (stats.drop if outcome == schemas.DROPPED else stats.error)(failure.reason)
+                decisions.append(decision_row(plan.doc, outcome, failure, shard.source, prompt_id))
+        completions = [a for a in answers if isinstance(a, Completion)]
+        stats.extra.update(
+            docs=len(requests.plan), requests=len(requests), cached=sum(1 for c in completions if c.cached),
+            kept_by_style=dict(sorted(kept_by_style.items())),
+            kept_completion_tokens=sum(row["completion_tokens"] for row in rows),
+            prompt_tokens=sum(c.prompt_tokens for c in completions),
+            completion_tokens=sum(c.completion_tokens for c in completions),
+        )
+        transient = sum(n for reason, n in stats.errored.items() if is_transient(reason))
+        return ShardResult(rows={SYNTHETIC: rows}, decisions=decisions, stats=stats, transient=transient)
+
+    def finish(self, summary: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
+        extra = super().finish(summary, markers)
+        extra["this_run"]["http_requests"] = extra["this_run"]["requests"]
+        totals = {name: sum(m.get(name, 0) for m in markers)
+                  for name in ("docs", "requests", "cached", "prompt_tokens", "completion_tokens",
+                               "kept_completion_tokens")}
+        by_style = sum((Counter(m.get("kept_by_style", {})) for m in markers), Counter())
+        styles = self.styles
+        extra.update(totals, corpus=str(self.corpus_dir), kept_by_style=dict(sorted(by_style.items())),
+                     styles={pid: {"style": s.name, "prompt_hash": s.prompt.prompt_hash, "max_tokens": s.max_tokens}
+                             for pid, s in styles.styles.items()},
+                     model=styles.model, sampling_params=styles.params, tokenizer=TokenCounter(self.tokenizer).name)
+        write_card(RunLayout(self.cfg.out), self.cfg, {**summary, **extra})
+        return extra
+
+    def format_summary(self, summary: dict[str, Any]) -> str:
+        this_run = summary["this_run"]
+        lines = [f"[{STAGE}] {summary['docs']} pages from {summary['corpus']}: {summary['input']} units, "
+                 f"{summary['kept']} rewrites kept {summary['kept_by_style']}"]
+        for outcome in ("dropped", "errored"):
+            for reason, count in summary[outcome].items():
+                lines.append(f"  {outcome} {reason}: {count}")
+        lines.append(f"  this run: {this_run['http_requests']} requests, {this_run['cache_hits']} cache hits, "
+                     f"{this_run['completion_tokens']} tokens generated ({this_run['completion_tokens_per_s']}/s), "
+                     f"{this_run['seconds']}s")
+        if not summary["complete"]:
+            lines.append(f"  incomplete: {summary['transient_errors']} units failed on transient errors; rerun to "
+                         "retry")
+        return "\n".join(lines)
 
 
-def _cmd_rewrite(args) -> int:
-    import sys
-
-    from pipeline.cli import _config, _print_report
-
-    extra = []
-    if args.styles:
-        extra.append(f"rewrite.styles={json.dumps(args.styles)}")
-    if args.limit:
-        extra.append(f"rewrite.limit={args.limit}")
-    cfg = _config(args, extra)
-    try:
-        summary = run(cfg, args.corpus)
-    except (FileNotFoundError, PromptError, ValueError, LLMUnavailable) as exc:
-        print(f"curate rewrite: {exc}", file=sys.stderr)
-        return 2
-    _print_report(cfg)
-    print(f"synthetic: {Path(cfg.out) / SYNTHETIC}")
-    return 0 if summary["complete"] else 1
+def run(cfg, corpus_dir: str | Path | None = None, *, quiet: bool = False) -> dict[str, Any]:
+    """Rewrite `corpus_dir` (default: rewrite.corpus, else <cfg.out>/corpus) into `<cfg.out>/synthetic`;
+    returns the stage summary (`complete` is False while transient errors remain)."""
+    if corpus_dir is not None:
+        cfg = cfg.model_copy(update={"rewrite": cfg.rewrite.model_copy(update={"corpus": str(corpus_dir)})})
+    return run_stage(RewriteStage(cfg), quiet=quiet)

@@ -203,8 +203,11 @@ class RayExecutor:
         return results
 
     def run_shards(self, stage: Stage, shards: list[Shard], *, quiet: bool = False) -> list[Any]:
+        if stage.resources().kind == "local":
+            # one process is the right size for this stage (training, cheap decisions): no Ray at all
+            return LocalExecutor().run_shards(stage, shards, quiet=quiet)
         ensure_ray(self.cfg)
-        resources = stage.resources()
+        resources = stage.resources()  # after Ray is up: a stage may size its pool by the cluster's CPUs
         if resources.kind == "task":
             import ray
 

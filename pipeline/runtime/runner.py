@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import schemas
-from pipeline.errors import CurateError
+from pipeline.errors import CurateError, output_error
 from pipeline.io import RunLayout, write_json, write_parquet
 from pipeline.report import ConservationError
 from pipeline.runtime.stage import Shard, ShardResult, Stage
@@ -55,6 +55,16 @@ def write_shard(stage: Stage, shard: Shard, result: ShardResult, started: float)
     """Data files, then decisions, then the marker (last: a shard is complete exactly when it exists)."""
     layout = RunLayout(stage.cfg.out)
     result.stats.check()
+    try:
+        return _write_files(stage, shard, result, started, layout)
+    except OSError as exc:
+        fixable = output_error(exc)
+        if fixable is None:
+            raise
+        raise fixable from None
+
+
+def _write_files(stage: Stage, shard: Shard, result: ShardResult, started: float, layout: RunLayout) -> dict[str, Any]:
     for output in stage.outputs:
         table = _as_table(result.rows.get(output.dataset, []), output.schema)
         write_parquet(table, layout.dataset(output.dataset) / f"{shard.key}.parquet", output.schema)
@@ -124,6 +134,18 @@ def remove_stale(layout: RunLayout, stage: Stage, keys: set[str]) -> int:
     return len(removed)
 
 
+def forget_shards(layout: RunLayout, stage: Stage) -> None:
+    """Remove every shard marker of the stage (its files are overwritten when the shards are redone)."""
+    state = layout.state(stage.name)
+    for path in state.glob("*.json") if state.is_dir() else []:
+        if not path.name.startswith("."):
+            path.unlink(missing_ok=True)
+
+
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
 def read_markers(layout: RunLayout, stage: Stage, keys: list[str]) -> list[dict[str, Any]]:
     markers = []
     for key in keys:
@@ -165,12 +187,30 @@ def standard_line(summary: dict[str, Any], unit: str) -> str:
     return line
 
 
+def check_output_root(layout: RunLayout) -> None:
+    """The run folder must be a folder we can write into: say so before any work, not after it."""
+    root = layout.root
+    if root.exists() and not root.is_dir():
+        raise CurateError(f"--out {root}: is a file, not a folder (give a folder for the run's outputs)")
+    try:
+        layout.state("").mkdir(parents=True, exist_ok=True)
+        probe = layout.state("") / f".write-probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        fixable = output_error(exc, root)
+        if fixable is None:
+            raise
+        raise CurateError(f"--out {root}: {str(fixable).removeprefix('cannot write ')}") from None
+
+
 def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, Any]:
     """Run `stage` in its run folder (`stage.cfg.out`): skip what is done, redo what is not, account for
     every record. Returns the stage summary (also written as the stage marker when complete)."""
     from pipeline.runtime.executor import default_executor
 
     layout = RunLayout(stage.cfg.out)
+    check_output_root(layout)
     stage.check()
     settings = stage.settings()
     layout.check_settings(stage.name, settings)
@@ -185,10 +225,16 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
         raise CurateError(f"{stage.name}: two shards of the plan have the same key; their inputs have the "
                           "same name")
     remove_stale(layout, stage, set(keys))
+    identity = _canonical(stage.plan_identity())
+    identity_path = layout.settings_path(stage.name).with_suffix(".plan.json")
+    if identity is not None and identity_path.exists() and json.loads(identity_path.read_text()) != identity:
+        forget_shards(layout, stage)  # another classifier, threshold, ...: every shard is redone
     todo = [shard for shard in shards if not layout.is_shard_done(stage.name, shard.key)]
     counters: list[Any] = []
     if todo:
         layout.record_settings(stage.name, settings)
+        if identity is not None:
+            write_json(identity, identity_path)
         layout.stage_marker(stage.name).unlink(missing_ok=True)
         executor = executor or default_executor(stage.cfg)
         stage.prepare(todo, executor)
@@ -205,6 +251,11 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
         write_json(summary, layout.stage_marker(stage.name))
     else:
         layout.stage_marker(stage.name).unlink(missing_ok=True)
+    if stage.role == "side":
+        # side stages (labels, rewrites) keep their summary in report.json: the run summary prints it
+        from pipeline.report import build_report
+
+        build_report(layout, extra={stage.name: summary})
     if not quiet:
         print(stage.format_summary(summary) or standard_line(summary, stage.unit), flush=True)
     if summary["input"] and summary["kept"] == 0 and sum(summary["errored"].values()) == summary["input"]:

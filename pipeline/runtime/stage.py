@@ -68,9 +68,10 @@ class Resources:
     """How the executor runs a stage's shards. `task`: one stateless task per shard (CPU stages; `setup`
     runs once per worker process and is cached). `actor`: a pool of `num_actors` long-lived workers,
     each holding what `setup` built (a model, an HTTP client), with `per_actor` shards in flight on each
-    (async stages overlap their requests across shards)."""
+    (async stages overlap their requests across shards). `local`: in the driver process, whatever the
+    executor (one training process, a cheap step: Ray would only add overhead)."""
 
-    kind: Literal["task", "actor"] = "task"
+    kind: Literal["task", "actor", "local"] = "task"
     num_cpus: float = 1.0
     num_actors: int = 1
     per_actor: int = 1
@@ -104,6 +105,12 @@ class Stage:
         """The settings this stage's output depends on. A run folder holds one set: once the stage has any
         output, a rerun with other values is refused, naming the change."""
         return {}
+
+    def plan_identity(self) -> dict[str, Any] | None:
+        """What every shard's output depends on besides the settings, when it may change between runs without
+        being refused (the classifier a corpus is scored with, the threshold it is decided at): a change
+        redoes every shard of the stage. None: shards are identified by their keys alone."""
+        return None
 
     def check(self) -> None:
         """Refuse a misconfiguration (a missing model file, a bad prompt, an unreachable endpoint) before
