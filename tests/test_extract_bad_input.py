@@ -219,11 +219,13 @@ def test_time_limit_fires_in_a_ray_task_and_the_worker_goes_on(tmp_path, ray_loc
     extract.run(cfg, quiet=True)
     layout = RunLayout(cfg.out)
     decisions = read_dataset(layout.decisions("extract"), schemas.DECISIONS).to_pylist()
-    (slow,) = by_reason(decisions, "extract_timeout")
-    assert slow["outcome"] == schemas.ERRORED and slow["url"] == "https://slow.example/"
-    assert "0.5" in slow["detail"]
+    timeouts = by_reason(decisions, "extract_timeout")
+    (slow,) = [d for d in timeouts if d["url"] == "https://slow.example/"]
+    assert slow["outcome"] == schemas.ERRORED and "0.5" in slow["detail"]
     docs = read_dataset(layout.dataset("docs"), schemas.DOCS).column("warc_record_id").to_pylist()
-    assert set(docs) == baseline[1]
+    # every other page came through; on a heavily loaded machine another one may also hit the 0.5 s limit,
+    # and is then errored with its reason, never lost
+    assert set(docs) <= baseline[1] and len(baseline[1]) - len(docs) == len(timeouts) - 1
     (shard,) = layout.shard_stats("extract")
     assert shard["seconds"] < 10, "the page was cut at the limit, not extracted to the end"
     assert build_report(layout)["conserved"]

@@ -14,6 +14,7 @@ from pipeline.config import ConfigError, ExtractConfig, InputConfig, load_config
 from pipeline.io import RunLayout, read_dataset
 from pipeline.langid import LanguageIdentifier
 from pipeline.warc import RawRecord
+from stagehelpers import extract_one
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
 
@@ -117,9 +118,9 @@ def test_missing_lid_model_is_a_clear_error(tmp_path, capsys):
 
 def test_languages_keeps_only_the_listed_ones(tmp_path):
     warcs = [SAMPLE / "clueweb-quirk.warc.gz", SAMPLE / "sample-0000.warc.gz"]  # Japanese, English
-    only_ja = ExtractConfig(languages=["ja"])
-    for warc in warcs:
-        extract.extract_warc(str(warc), only_ja, InputConfig(), str(tmp_path))
+    cfg = load_config(None, [f"out={tmp_path}", "extract.languages=[ja]", "ray.executor=local",
+                             "input.warcs=[" + ", ".join(str(w) for w in warcs) + "]"])
+    extract.run(cfg, quiet=True)
     layout = RunLayout(tmp_path)
     docs = read_dataset(layout.dataset("docs"), schemas.DOCS).to_pylist()
     decisions = read_dataset(layout.decisions("extract"), schemas.DECISIONS).to_pylist()
@@ -131,7 +132,7 @@ def test_languages_keeps_only_the_listed_ones(tmp_path):
 
 
 def test_default_keeps_every_language_and_records_it(tmp_path):
-    extract.extract_warc(str(SAMPLE / "clueweb-quirk.warc.gz"), ExtractConfig(), InputConfig(), str(tmp_path))
+    extract_one(str(SAMPLE / "clueweb-quirk.warc.gz"), ExtractConfig(), InputConfig(), str(tmp_path))
     docs = read_dataset(RunLayout(tmp_path).dataset("docs"), schemas.DOCS).to_pylist()
     assert {d["language"] for d in docs} == {"ja"} and all(0.9 < d["language_score"] <= 1 for d in docs)
     # the rules are English-derived: by default they are not applied to Japanese, whose scores stay null

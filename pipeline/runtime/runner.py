@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import shutil
 import time
 import uuid
@@ -188,20 +189,15 @@ def standard_line(summary: dict[str, Any], unit: str) -> str:
 
 
 def check_output_root(layout: RunLayout) -> None:
-    """The run folder must be a folder we can write into: say so before any work, not after it."""
-    root = layout.root
-    if root.exists() and not root.is_dir():
-        raise CurateError(f"--out {root}: is a file, not a folder (give a folder for the run's outputs)")
-    try:
-        layout.state("").mkdir(parents=True, exist_ok=True)
-        probe = layout.state("") / f".write-probe-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        fixable = output_error(exc, root)
-        if fixable is None:
-            raise
-        raise CurateError(f"--out {root}: {str(fixable).removeprefix('cannot write ')}") from None
+    """The run folder must be a folder we can write into: say so before any work, not after it. Nothing is
+    created here (a run stopped by its checks leaves no folder behind)."""
+    root = layout.root.absolute()
+    existing = next(path for path in (root, *root.parents) if path.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == root else f"is inside {existing}, which is a file"
+        raise CurateError(f"--out {layout.root}: {what}, not a folder (give a folder for the run's outputs)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CurateError(f"--out {layout.root}: permission denied ({existing} is not writable by this user)")
 
 
 def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, Any]:
@@ -210,8 +206,8 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
     from pipeline.runtime.executor import default_executor
 
     layout = RunLayout(stage.cfg.out)
-    check_output_root(layout)
     stage.check()
+    check_output_root(layout)
     settings = stage.settings()
     layout.check_settings(stage.name, settings)
     if stage.plan_follows_settings and layout.is_stage_done(stage.name):
