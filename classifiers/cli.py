@@ -46,7 +46,7 @@ def _load_labels(args: argparse.Namespace, cfg) -> Any:
         docs_dir = RunLayout(labels_dir.parent).documents()
     else:
         docs_dir = RunLayout(cfg.out).documents()
-    return load_llm_labels(labels_dir, docs_dir, cfg.distil.label_threshold)
+    return load_llm_labels(labels_dir, docs_dir, cfg.distil.label_threshold, cfg.distil.label_source)
 
 
 def cmd_distil(args: argparse.Namespace) -> int:

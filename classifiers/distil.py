@@ -1,9 +1,12 @@
 """Distil teacher labels into fastText classifiers and write the artifact folder.
 
 Quality: binary at `distil.label_threshold` (teacher score >= threshold is __label__hq). The labelled
-documents are split, stratified by class and seeded, into train / validation / held-out: the model learns on
-train, the decision threshold is chosen on validation for the configured target, and every reported metric
-is measured on the held-out part, which neither saw. Topics: a one-vs-all model over the teacher's topics,
+documents are split, stratified by class and seeded, into train / validation / held-out: fastText's settings
+are tuned on validation (`distil.tune`: models trained on train, scored by validation ROC AUC), the decision
+threshold is chosen on validation for the configured target (or, when the validation split is smaller than
+`distil.cv_min_validation`, on out-of-fold scores of a k-fold cross-validation over train+validation, the
+shipped model then learning on train+validation), and every reported metric is measured on the held-out
+part, which none of that saw. Topics: a one-vs-all model over the teacher's topics,
 split the same way (stratified by each document's first topic).
 
 A classifier is refused (DistilError, nothing written) when it would be trained on too few labels or on a
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -101,8 +105,10 @@ def zeroed_allocations():
             libc.mallopt(_M_PERTURB, previous)
 
 
-def train_fasttext(lines: list[str], cfg: DistilConfig, workdir: Path, name: str, *, loss: str = "softmax"):
-    """Train a supervised fastText model on `__label__x text` lines.
+def train_fasttext(lines: list[str], cfg: DistilConfig, workdir: Path, name: str, *, loss: str = "softmax",
+                   train_file: Path | None = None):
+    """Train a supervised fastText model on `__label__x text` lines (already written to `train_file`, when
+    given: the lines are then not written again).
 
     With `cfg.threads` 1 (the default) training is reproducible: one thread, a seeded rng, and the input
     matrix's uninitialised rows zero-filled (see `zeroed_allocations`); the same lines and settings give
@@ -112,8 +118,8 @@ def train_fasttext(lines: list[str], cfg: DistilConfig, workdir: Path, name: str
     """
     import fasttext
 
-    train_file = workdir / f"{name}.train.txt"
-    train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if train_file is None:
+        train_file = _write_lines(lines, workdir, name)
     lr = cfg.lr
     for attempt in range(4):
         try:
@@ -133,6 +139,123 @@ def train_fasttext(lines: list[str], cfg: DistilConfig, workdir: Path, name: str
                 raise DistilError(f"fastText training of the {name} model failed: {exc} (last lr={lr})") from None
             lr /= 2
     raise AssertionError("unreachable")
+
+
+def _write_lines(lines: list[str], workdir: Path, name: str) -> Path:
+    path = workdir / f"{name}.train.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# The fastText settings `distil.tune` searches (DistilConfig field names; fastText calls word_ngrams
+# wordNgrams and min_count minCount).
+TUNED_SETTINGS = ("lr", "epoch", "word_ngrams", "dim", "min_count")
+
+
+def configured_settings(cfg: DistilConfig) -> dict[str, Any]:
+    return {key: getattr(cfg, key) for key in TUNED_SETTINGS}
+
+
+def tuning_candidates(cfg: DistilConfig) -> list[dict[str, Any]]:
+    """The settings the search tries, in order: the configured ones first (so the search never picks worse
+    on validation than not searching), then every other point of the grid (`distil.tune_grid`; an axis it
+    does not list stays at its configured value) in a permutation seeded by `distil.seed`."""
+    base = configured_settings(cfg)
+    axes = [sorted(set(cfg.tune_grid.get(key, [base[key]]))) for key in TUNED_SETTINGS]
+    others = [settings for settings in (dict(zip(TUNED_SETTINGS, values)) for values in itertools.product(*axes))
+              if settings != base]
+    order = np.random.default_rng(cfg.seed).permutation(len(others))
+    return [base] + [others[i] for i in order]
+
+
+def best_trial(trials: list[dict[str, Any]]) -> int:
+    """Index of the trial with the highest validation ROC AUC; ties (to 1e-9) go to the smaller model
+    (fewer parameters), then to less training work (epoch x word_ngrams), then to the earlier trial."""
+    def key(i: int) -> tuple:
+        trial = trials[i]
+        auc = trial["validation_auc"]
+        parameters = trial["parameters"]
+        return (-(round(auc, 9) if auc is not None else -1.0), float("inf") if parameters is None else parameters,
+                trial["epoch"] * trial["word_ngrams"], i)
+    return min(range(len(trials)), key=key)
+
+
+def _parameters(model, settings: dict[str, Any], bucket: int) -> int:
+    """Rows x dim of the input matrix: fastText drops the n-gram buckets when word_ngrams is 1."""
+    rows = len(model.get_words()) + (bucket if settings["word_ngrams"] > 1 else 0)
+    return rows * settings["dim"]
+
+
+def tune_settings(train_file: Path, validation_texts: list[str], validation_labels, cfg: DistilConfig,
+                  workdir: Path, *, clock=time.perf_counter) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Search `tuning_candidates(cfg)` in order: train on `train_file` (the train split), score the
+    validation split, until `distil.tune_budget_s` is spent (checked before each trial, so the last one may
+    overrun it; the first always runs). Returns (chosen settings, search report). Only the train and
+    validation splits are seen here: the held-out split is not an argument."""
+    candidates = tuning_candidates(cfg)
+    started = clock()
+    trials: list[dict[str, Any]] = []
+    for settings in candidates:
+        if trials and clock() - started >= cfg.tune_budget_s:
+            break
+        trial_started = clock()
+        try:
+            model, lr_used, _ = train_fasttext([], cfg.model_copy(update=settings), workdir, "quality-tune",
+                                               train_file=train_file)
+        except DistilError as exc:  # diverged even at a quarter of its lr: this configuration loses
+            trials.append({**settings, "lr_used": None, "validation_auc": None, "parameters": None,
+                           "error": str(exc), "seconds": round(clock() - trial_started, 3)})
+            continue
+        auc = evaluate.roc_auc(validation_labels, positive_probabilities(model, validation_texts))
+        trials.append({**settings, "lr_used": lr_used, "validation_auc": auc,
+                       "parameters": _parameters(model, settings, cfg.bucket),
+                       "seconds": round(clock() - trial_started, 3)})
+        del model
+    best = best_trial(trials)
+    chosen = {key: trials[best][key] for key in TUNED_SETTINGS}
+    report = {
+        "enabled": True,
+        "selected_on": "validation",
+        "metric": "roc_auc",
+        "validation_documents": len(validation_texts),
+        "heldout_used": False,
+        "grid": cfg.tune_grid,
+        "budget_s": cfg.tune_budget_s,
+        "configs_in_grid": len(candidates),
+        "configs_tried": len(trials),
+        "complete": len(trials) == len(candidates),
+        "seconds": round(clock() - started, 3),
+        "chosen": chosen,
+        "chosen_trial": best,
+        "chosen_validation_auc": trials[best]["validation_auc"],
+        "configured_validation_auc": trials[0]["validation_auc"],
+        "trials": trials,
+    }
+    return chosen, report
+
+
+def stratified_folds(strata: list[Any], k: int, seed: int) -> list[list[int]]:
+    """k disjoint folds covering every index: each stratum is shuffled (seeded) and dealt round-robin, the
+    next stratum continuing where the last one stopped, so every fold holds about 1/k of each stratum."""
+    rng = np.random.default_rng(seed)
+    by_stratum: dict[str, list[int]] = {}
+    for index, key in enumerate(strata):
+        by_stratum.setdefault(str(key), []).append(index)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    dealt = 0
+    for key in sorted(by_stratum):
+        members = np.array(by_stratum[key])
+        rng.shuffle(members)
+        for member in members.tolist():
+            folds[dealt % k].append(member)
+            dealt += 1
+    return [sorted(fold) for fold in folds]
+
+
+def _quantize(model, train_file: Path, cfg: DistilConfig) -> None:
+    # fastText retrains only when it prunes (more than `cutoff` rows), on a full copy of the kept rows:
+    # with one thread that is deterministic too, and product quantisation uses a fixed seed
+    model.quantize(input=str(train_file), retrain=True, qnorm=True, cutoff=100_000, thread=cfg.threads)
 
 
 def _refuse_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConfig) -> None:
@@ -170,7 +293,9 @@ def topic_label_map(topics: list[str]) -> dict[str, str]:
 
 def distil_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConfig, workdir: Path,
                    model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train, pick the threshold on validation, evaluate on held-out; returns (config section, metrics)."""
+    """Tune on validation, choose the threshold (on validation, or by cross-validation over train+validation
+    when validation is small), train the shipped model, evaluate on held-out; returns (config section,
+    metrics)."""
     _refuse_quality(docs, label_set, cfg)
     texts = [normalize_text(d.text) for d in docs]
     y = np.array([int(d.is_positive) for d in docs], dtype=np.int8)
@@ -178,32 +303,76 @@ def distil_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConf
     rest, validation = stratified_split(y[train_val].tolist(), cfg.validation_fraction, cfg.seed + 1)
     train = [train_val[i] for i in rest]
     validation = [train_val[i] for i in validation]
-    lines = [f"{POSITIVE_LABEL if y[i] else NEGATIVE_LABEL} {texts[i]}" for i in train]
+
+    def line(i: int) -> str:
+        return f"{POSITIVE_LABEL if y[i] else NEGATIVE_LABEL} {texts[i]}"
+
+    train_file = _write_lines([line(i) for i in train], workdir, "quality")
+    # 1. settings: tuned on validation (models trained on train), or the configured ones
+    if cfg.tune:
+        settings, tuning = tune_settings(train_file, [texts[i] for i in validation], y[validation], cfg, workdir)
+    else:
+        settings, tuning = configured_settings(cfg), {"enabled": False, "heldout_used": False}
+    chosen = cfg.model_copy(update=settings)
+    # 2. what the shipped model learns on, and where the threshold comes from
+    cross_validate = len(validation) < cfg.cv_min_validation
+    final = sorted(train + validation) if cross_validate else train
+    quantize = cfg.quantize and len(final) >= cfg.quantize_min_labels
+    if cross_validate:
+        started = time.perf_counter()
+        folds_k = min(cfg.cv_folds, int(np.bincount(y[final], minlength=2).min()))
+        folds = stratified_folds(y[final].tolist(), folds_k, cfg.seed + 2)
+        out_of_fold = np.full(len(final), np.nan, dtype=np.float32)
+        for f, fold in enumerate(folds):
+            held = set(fold)
+            # not quantised even when the shipped model is: product quantisation costs seconds per model, and
+            # it only applies from distil.quantize_min_labels examples, where validation is rarely this small
+            fold_model, _, _ = train_fasttext([line(final[j]) for j in range(len(final)) if j not in held],
+                                              chosen, workdir, f"quality-fold{f}")
+            out_of_fold[fold] = positive_probabilities(fold_model, [texts[final[j]] for j in fold])
+            del fold_model
+        threshold_labels, threshold_scores = y[final], out_of_fold
+        threshold_choice = {
+            "method": "cross_validation", "folds": folds_k, "documents": len(final),
+            "reason": f"validation split of {len(validation)} documents < distil.cv_min_validation="
+                      f"{cfg.cv_min_validation}: out-of-fold scores over train+validation",
+            "seconds": round(time.perf_counter() - started, 3)}
+        if quantize:
+            threshold_choice["fold_models_quantized"] = False
+    else:
+        threshold_choice = {"method": "validation", "documents": len(validation)}
+    # 3. the shipped model
     started = time.perf_counter()
-    model, lr_used, train_file = train_fasttext(lines, cfg, workdir, "quality")
+    model, lr_used, final_file = train_fasttext([line(i) for i in final], chosen, workdir, "quality-final",
+                                                train_file=None if cross_validate else train_file)
     train_seconds = time.perf_counter() - started
     model_file = "quality.bin"
     quantized: dict[str, Any] = {"quantized": False}
     if cfg.quantize:
-        if len(train) >= cfg.quantize_min_labels:
-            # fastText retrains only when it prunes (more than `cutoff` rows), on a full copy of the kept rows:
-            # with one thread that is deterministic too, and product quantisation uses a fixed seed
-            model.quantize(input=str(train_file), retrain=True, qnorm=True, cutoff=100_000, thread=cfg.threads)
+        if quantize:
+            _quantize(model, final_file, cfg)
             model_file = "quality.ftz"
             quantized = {"quantized": True}
         else:
-            quantized["quantize_skipped"] = (f"{len(train)} training examples < distil.quantize_min_labels="
+            quantized["quantize_skipped"] = (f"{len(final)} training examples < distil.quantize_min_labels="
                                              f"{cfg.quantize_min_labels}")
     model.save_model(str(model_dir / model_file))
     # score with the saved file, through the same function the artifact uses
     shipped = load_fasttext(model_dir / model_file)
-    val_scores = positive_probabilities(shipped, [texts[i] for i in validation])
-    threshold = evaluate.choose_threshold(y[validation], val_scores, cfg.threshold_target, cfg.target_value)
+    if not cross_validate:
+        threshold_labels = y[validation]
+        threshold_scores = positive_probabilities(shipped, [texts[i] for i in validation])
+    threshold = evaluate.choose_threshold(threshold_labels, threshold_scores, cfg.threshold_target, cfg.target_value)
     held_scores = positive_probabilities(shipped, [texts[i] for i in heldout])
     metrics = evaluate.quality_metrics(y[heldout], held_scores, threshold)
-    metrics["validation"] = evaluate.quality_metrics(y[validation], val_scores, threshold)
+    # validation metrics at the same threshold: of the shipped model on validation, or out-of-fold
+    metrics["validation"] = {**evaluate.quality_metrics(threshold_labels, threshold_scores, threshold),
+                             "scores": "out_of_fold" if cross_validate else "validation_split"}
     metrics["split"] = {"train": len(train), "validation": len(validation), "heldout": len(heldout),
-                        "train_positives": int(y[train].sum())}
+                        "train_positives": int(y[train].sum()), "final_model_trained_on": len(final)}
+    metrics["hyperparameters"] = {**settings, "bucket": cfg.bucket}
+    metrics["tuning"] = tuning
+    metrics["threshold_choice"] = threshold_choice
     metrics["lr_used"] = lr_used
     metrics["train_seconds"] = round(train_seconds, 3)
     metrics.update(quantized)
@@ -215,6 +384,9 @@ def distil_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConf
         "decision_threshold": threshold,
         "threshold_target": cfg.threshold_target,
         "target_value": None if cfg.threshold_target == "f1" else cfg.target_value,
+        "threshold_method": threshold_choice["method"],
+        "hyperparameters": {**settings, "bucket": cfg.bucket},
+        "tuned": bool(cfg.tune),
         "heldout_doc_ids": sorted(docs[i].doc_id for i in heldout),
     }
     return section, metrics
@@ -299,11 +471,30 @@ def describe(metrics: dict[str, Any], out_dir: Path) -> str:
     quality, topics = metrics["quality"], metrics["topics"]
     split = quality["split"]
     lines = [f"[distil] quality model: {split['train']} train / {split['validation']} validation / "
-             f"{split['heldout']} held-out documents; held-out metrics:", evaluate.format_quality(quality)]
+             f"{split['heldout']} held-out documents"]
+    settings = quality.get("hyperparameters")
+    if settings:
+        tuning = quality.get("tuning") or {}
+        how = (f"tuned on the validation split, {tuning['configs_tried']} of {tuning['configs_in_grid']} configs "
+               f"in {tuning['seconds']:.1f} s, validation AUC {_auc(tuning['chosen_validation_auc'])} vs "
+               f"{_auc(tuning['configured_validation_auc'])} configured" if tuning.get("enabled") else "configured")
+        lines.append("[distil] settings: " + ", ".join(f"{k} {settings[k]}" for k in TUNED_SETTINGS) + f" ({how})")
+    choice = quality.get("threshold_choice")
+    if choice:
+        lines.append("[distil] threshold: " + (
+            f"{choice['folds']}-fold cross-validation over train+validation ({choice['documents']} documents); "
+            f"the model trained on all {split.get('final_model_trained_on')}"
+            if choice["method"] == "cross_validation" else f"validation split ({choice['documents']} documents)"))
+    lines += ["[distil] held-out metrics (never used for training, tuning or the threshold):",
+              evaluate.format_quality(quality)]
     lines.append(f"[distil] topics: skipped ({topics['skipped']})" if "skipped" in topics
                  else evaluate.format_topics(topics))
     lines.append(f"[distil] classifier written to {out_dir}")
     return "\n".join(lines)
+
+
+def _auc(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def distil(label_set: LabelSet, cfg: DistilConfig, out_dir: str | Path, *, quiet: bool = False) -> dict[str, Any]:
@@ -371,7 +562,8 @@ class DistilStage(Stage):
         return Resources(kind="local")  # fastText trains in one process (its threads: distil.threads)
 
     def process(self, worker, shard: Shard) -> ShardResult:
-        label_set = load_llm_labels(self.labels_dir, self.docs_dir, self.cfg.distil.label_threshold)
+        label_set = load_llm_labels(self.labels_dir, self.docs_dir, self.cfg.distil.label_threshold,
+                                    self.cfg.distil.label_source)
         skipped = Counter(label_set.skipped)  # label rows left out before training (training adds empty_text)
         tmp = _staging_dir(self.out_dir)
         try:

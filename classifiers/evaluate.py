@@ -6,6 +6,9 @@
   "keep").
 - expected calibration error (ECE): the gap between predicted probability and observed positive rate,
   averaged over equal-width probability bins weighted by their size (0 = perfectly calibrated).
+- Cohen's kappa: agreement of the student's keep/drop (at the decision threshold) with the teacher's binary
+  label beyond what chance agreement at the same keep and positive rates would give (1 = always agree,
+  0 = no better than chance).
 - per-topic agreement: for every topic, how often the topic model (probability >= 0.5) and the teacher agree
   on whether the document has the topic, with precision/recall/F1 of the model against the teacher.
 """
@@ -62,6 +65,24 @@ def precision_recall_f1(counts: dict[str, int]) -> dict[str, float]:
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def cohen_kappa(labels, predicted) -> float | None:
+    """Cohen's kappa of two binary raters: (p_o - p_e) / (1 - p_e), with p_o the share of items they agree
+    on and p_e the agreement expected by chance from each rater's positive rate. None when it is undefined
+    (no items, or both raters give every item the same single class, so p_e = 1)."""
+    y = np.asarray(labels, dtype=bool)
+    yhat = np.asarray(predicted, dtype=bool)
+    if y.shape != yhat.shape:
+        raise ValueError(f"labels and predictions differ in length: {y.shape[0]} vs {yhat.shape[0]}")
+    if len(y) == 0:
+        return None
+    observed = float((y == yhat).mean())
+    rate_y, rate_hat = float(y.mean()), float(yhat.mean())
+    chance = rate_y * rate_hat + (1 - rate_y) * (1 - rate_hat)
+    if chance >= 1.0:
+        return None
+    return (observed - chance) / (1 - chance)
 
 
 def expected_calibration_error(labels, scores, bins: int = 10) -> float:
@@ -130,6 +151,7 @@ def quality_metrics(labels, scores, threshold: float) -> dict[str, Any]:
         "accuracy": (counts["tp"] + counts["tn"]) / len(y) if len(y) else 0.0,
         "keep_rate": float((p >= threshold).mean()) if len(y) else 0.0,
         "ece": expected_calibration_error(y, p),
+        "cohen_kappa": cohen_kappa(y, p >= threshold),
         "confusion": counts,
     }
 
@@ -195,6 +217,8 @@ def format_quality(metrics: dict[str, Any]) -> str:
         f"threshold {metrics['threshold']:.4f}: precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}, "
         f"F1 {metrics['f1']:.3f}, keep rate {metrics['keep_rate']:.3f}",
         f"ECE       {metrics['ece']:.3f}",
+        *([f"kappa     {metrics['cohen_kappa']:.3f} (Cohen's, student at the threshold vs teacher)"]
+          if metrics.get("cohen_kappa") is not None else []),
         f"confusion tp {c['tp']}  fp {c['fp']}  fn {c['fn']}  tn {c['tn']}",
     ])
 

@@ -1,8 +1,14 @@
 """Labelled documents for distillation, from the pipeline's labels/ (LLM teacher) or a user's JSONL file.
 
 Both sources end as the same `LabelSet`: one `LabelledDoc` per document with its text, its quality score
-(0-5, or a 0/1 label), and its topics, plus counts of what was skipped and why, and the teacher's
-provenance (models, prompt ids and hashes) for the model card.
+(0-5, or a 0/1 label), its expected score when the teacher's score probabilities were kept, its topics and
+formats, plus counts of what was skipped and why, and the teacher's provenance (models, prompt ids and
+hashes) for the model card.
+
+labels/ rows come in two shapes, read alike: combined rows (task `labels`: score, topics and format from one
+answer) and separate ones (task `quality`, task `topics`). The binary label is the sampled score >= the
+threshold (`label_source="sampled"`), or the expected score >= the threshold (`"expected"`), falling back to
+the sampled score for a document whose labels kept no distribution.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class LabelledDoc:
     quality_score: float | None = None  # teacher score 0-5 (mean when labelled more than once)
     is_positive: bool | None = None  # the binary quality label; None when the doc has no quality label
     topics: list[str] | None = None  # None when the doc has no topics label; [] means "no topic applies"
+    format: list[str] | None = None  # WebOrganizer format ids (combined labels); None when not labelled
+    quality_expected: float | None = None  # sum k * p(k) of the teacher's score distribution, when kept
 
 
 @dataclass
@@ -42,12 +50,17 @@ class LabelSet:
     teacher_models: list[str] = field(default_factory=list)
     prompts: list[dict[str, Any]] = field(default_factory=list)  # {task, prompt_id, prompt_hash}
     label_threshold: float = 3
+    label_source: str = "sampled"  # what `is_positive` was decided on: sampled | expected
+    expected_labels: int = 0  # documents whose binary label came from the expected score
 
     def counts(self) -> dict[str, Any]:
         return {
             "documents": len(self.docs),
             "quality_labels": sum(d.is_positive is not None for d in self.docs),
             "topic_labels": sum(d.topics is not None for d in self.docs),
+            "format_labels": sum(d.format is not None for d in self.docs),
+            "label_source": self.label_source,
+            "expected_labels": self.expected_labels,
             "skipped": dict(sorted(self.skipped.items())),
         }
 
@@ -64,7 +77,8 @@ def _read_label_rows(labels_dir: str | Path) -> pa.Table:
     files = parquet_files_under(labels_dir)
     if not files:
         raise LabelsError(f"no Parquet files in {labels_dir} (expected annotate's labels/ with the LABELS schema)")
-    needed = ["doc_id", "task", "prompt_id", "prompt_hash", "model", "quality_score", "topics", "error"]
+    needed = ["doc_id", "task", "prompt_id", "prompt_hash", "model", "quality_score", "quality_expected", "topics",
+              "format", "error"]
     tables = []
     for path in files:
         names = set(pq.read_schema(path).names)
@@ -93,17 +107,27 @@ def read_texts(docs_dir: str | Path, doc_ids: set[str]) -> dict[str, str]:
     return texts
 
 
-def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshold: float) -> LabelSet:
+LABEL_SOURCES = ("sampled", "expected")
+
+
+def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshold: float,
+                    label_source: str = "sampled") -> LabelSet:
     """Join labels/ rows (schemas.LABELS) to their documents' text by doc_id.
 
     Rows with an error are skipped (`label_error`), as are labels whose document is not in `docs_dir`
-    (`missing_doc`) and tasks other than quality/topics (`unknown_task`). A document labelled more than once
-    gets the mean quality score and the union of its topics.
+    (`missing_doc`) and tasks other than labels/quality/topics (`unknown_task`). A combined (`labels`) row
+    gives a document its score, topics and format at once; a `quality` row its score, a `topics` row its
+    topics. A document labelled more than once gets the mean quality score (and mean expected score) and the
+    union of its topics and formats. `label_source`: "sampled" or "expected" (module docstring).
     """
+    if label_source not in LABEL_SOURCES:
+        raise LabelsError(f"distil.label_source={label_source!r}: expected one of {', '.join(LABEL_SOURCES)}")
     rows = _read_label_rows(labels_dir).to_pylist()
     skipped: Counter = Counter()
     scores: dict[str, list[float]] = defaultdict(list)
+    expected: dict[str, list[float]] = defaultdict(list)
     topics: dict[str, set[str]] = {}
+    formats: dict[str, set[str]] = {}
     # provenance per document, so the card names only the teachers and prompts of labels actually used
     models: dict[str, set[str]] = defaultdict(set)
     prompts: dict[str, set[tuple[str, str | None, str | None]]] = defaultdict(set)
@@ -111,41 +135,56 @@ def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshol
         if row["error"] is not None:
             skipped["label_error"] += 1
             continue
-        task = row["task"]
-        if task == "quality":
+        task, doc_id = row["task"], row["doc_id"]
+        if task not in ("labels", "quality", "topics"):
+            skipped["unknown_task"] += 1
+            continue
+        if task in ("labels", "quality"):
             if row["quality_score"] is None:
                 skipped["quality_score_missing"] += 1
                 continue
-            scores[row["doc_id"]].append(float(row["quality_score"]))
-        elif task == "topics":
-            topics.setdefault(row["doc_id"], set()).update(t for t in (row["topics"] or []) if t)
-        else:
-            skipped["unknown_task"] += 1
-            continue
+            scores[doc_id].append(float(row["quality_score"]))
+            if row["quality_expected"] is not None:
+                expected[doc_id].append(float(row["quality_expected"]))
+        if task in ("labels", "topics") and row["topics"] is not None:
+            topics.setdefault(doc_id, set()).update(t for t in row["topics"] if t)
+        if task == "labels" and row["format"] is not None:
+            formats.setdefault(doc_id, set()).update(f for f in row["format"] if f)
         if row["model"]:
-            models[row["doc_id"]].add(row["model"])
-        prompts[row["doc_id"]].add((task, row["prompt_id"], row["prompt_hash"]))
+            models[doc_id].add(row["model"])
+        prompts[doc_id].add((task, row["prompt_id"], row["prompt_hash"]))
     ids = set(scores) | set(topics)
     texts = read_texts(docs_dir, ids)
     docs: list[LabelledDoc] = []
     used_models: set[str] = set()
     used_prompts: set[tuple[str, str | None, str | None]] = set()
+    from_expected = 0
     for doc_id in sorted(ids):
         if doc_id not in texts:
-            skipped["missing_doc"] += len(scores.get(doc_id, [])) + (doc_id in topics)
+            # one per label row left out: a combined row counts once, whatever it labelled
+            rows_of_doc = {p[0] for p in prompts[doc_id]}
+            skipped["missing_doc"] += (len(scores.get(doc_id, [])) + (doc_id in topics and "topics" in rows_of_doc))
             continue
         used_models |= models[doc_id]
         used_prompts |= prompts[doc_id]
         score = sum(scores[doc_id]) / len(scores[doc_id]) if doc_id in scores else None
+        mean_expected = sum(expected[doc_id]) / len(expected[doc_id]) if expected.get(doc_id) else None
+        decided_on = score
+        if label_source == "expected" and mean_expected is not None and score is not None:
+            decided_on = mean_expected
+            from_expected += 1
         docs.append(LabelledDoc(
             doc_id=doc_id, text=texts[doc_id] or "", quality_score=score,
-            is_positive=None if score is None else score >= label_threshold,
+            is_positive=None if decided_on is None else decided_on >= label_threshold,
             topics=sorted(topics[doc_id]) if doc_id in topics else None,
+            format=sorted(formats[doc_id]) if doc_id in formats else None,
+            quality_expected=mean_expected,
         ))
     return LabelSet(
         docs=docs, source=f"labels: {labels_dir}; docs: {docs_dir}", skipped=skipped,
         teacher_models=sorted(used_models), label_threshold=label_threshold,
         prompts=[{"task": t, "prompt_id": i, "prompt_hash": h} for t, i, h in sorted(used_prompts, key=str)],
+        label_source=label_source, expected_labels=from_expected,
     )
 
 

@@ -75,10 +75,25 @@ if not joined.empty:
     axes[2].scatter(joined.quality_score, joined.quality_prob, alpha=0.5)
 axes[2].set_xlabel("LLM score"); axes[2].set_ylabel("fastText probability"); axes[2].set_title("labelled sample")
 plt.tight_layout(); plt.show()""")
-code("""# What keep-rate would another threshold give? (no re-inference: `curate classify --rethreshold T`)
-thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-what_if = pd.DataFrame({"threshold": thresholds, "keep_rate": [keep_rate(view, t) for t in thresholds]})
-display(what_if)
+code("""# What would another threshold keep? Documents, tokens and the held-out teacher labels' precision/recall,
+# exact over every stored score (classify's threshold table; no re-inference: `curate classify --rethreshold T`,
+# `--target-tokens N` or `--target-keep-rate R` re-decides the corpus).
+from pipeline.classify import stored_threshold_table
+
+stored = stored_threshold_table(view.root)
+if stored is not None:
+    what_if = pd.DataFrame(stored["rows"])[["threshold", "keep_rate", "kept_docs", "kept_tokens", "precision",
+                                            "recall", "chosen"]]
+    display(what_if)
+    print("chosen by:", stored["reason"])
+    print("kept tokens:", stored["tokens"])
+    print("precision/recall:", stored["heldout"])
+else:  # classify has not finished here (or ran before the table existed): keep rates of the sampled scores
+    thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    what_if = pd.DataFrame({"threshold": thresholds, "keep_rate": [keep_rate(view, t) for t in thresholds],
+                            "kept_tokens": [None] * len(thresholds)})
+    display(what_if)
+    print("kept tokens: run `curate classify --out RUN --rethreshold T` once to get classify's threshold table")
 print("chosen threshold:", view.threshold)""")
 md("## Topics of kept vs dropped documents")
 code("""if not view.scores.empty and view.threshold is not None:

@@ -11,7 +11,10 @@ kept corpus as sharded Parquet. Two stages of the runtime (pipeline.runtime), ru
   `_state/classify/`. Its `finish` writes the kept rows to `corpus/`, rewritten whole and replaced atomically
   (`part-00000.parquet`..., target size per file, `_manifest.json` with checksums, a dataset card README.md).
   It reads only stored scores, so `curate classify --rethreshold T` (or `run(cfg, rethreshold=T)`) runs only
-  this stage, without the model.
+  this stage, without the model; so do `--target-tokens N` and `--target-keep-rate R`, which decide at the
+  threshold that keeps about N tokens (R of the documents) of the stored scores (`threshold_for_target`).
+  The card and the summary hold `threshold_table`: keep rate, kept documents and tokens, and the held-out
+  teacher labels' precision and recall over a grid of thresholds (the pure function over arrays).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schemas
+from pipeline.config import ConfigError
 from pipeline.errors import CurateError
 from pipeline.io import PARQUET_COMPRESSION, RunLayout, parquet_files, shard_key, write_json
 from pipeline.report import peak_rss_mb
@@ -45,6 +49,11 @@ REASON_BELOW = "below_quality"
 REASON_NO_TEXT = "no_text"
 DUP_FIELDS = [f for f in schemas.UNIQUE if f.name not in schemas.DOCS.names]
 DECIDE_COLUMNS = ["doc_id", "url", "quality_prob"]
+# The thresholds the card and the summary report (plus the chosen one): 0.05, 0.10, ..., 0.95.
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
+# Documents whose tokens are counted (TokenCounter) to measure the tokens-per-word ratio of the stored scores.
+TOKEN_SAMPLE_DOCS = 2000
+THRESHOLD_SOURCES = ("threshold", "target_tokens", "target_keep_rate")
 
 
 class ClassifyError(CurateError):
@@ -285,6 +294,259 @@ def decide_table(scored: pa.Table, threshold: float, source: str) -> tuple[pa.Ta
     return scored.filter(keep), decisions.cast(schemas.DECISIONS), counts
 
 
+# ------------------------------------------------------------------------------------ choosing the threshold
+
+
+def _as_float32(values) -> np.ndarray:
+    """Scores as float32 (what keep_mask compares), NaN where there is no score (no text: never kept)."""
+    return np.asarray([np.nan if v is None else v for v in values] if isinstance(values, list) else values,
+                      dtype=np.float32)
+
+
+def _kept_at(probs: np.ndarray, weights: np.ndarray, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """(documents, summed weights) with probs >= each threshold, compared in float32 like keep_mask."""
+    scored = ~np.isnan(probs)
+    order = np.argsort(probs[scored], kind="stable")
+    ascending, w = probs[scored][order], weights[scored][order]
+    above = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])  # above[i]: weight of ascending[i:]
+    first = np.searchsorted(ascending, np.asarray(thresholds, dtype=np.float32), side="left")
+    return len(ascending) - first, above[first]
+
+
+def threshold_table(probs, tokens, thresholds=THRESHOLD_GRID, *, chosen: float | None = None,
+                    heldout_probs=None, heldout_labels=None) -> list[dict[str, Any]]:
+    """Pure: what each threshold would keep, from per-document arrays.
+
+    `probs`: quality_prob per document (NaN/None: no text, never kept); `tokens`: its (estimated) tokens.
+    `heldout_probs`/`heldout_labels`: scores and teacher labels (True: positive) of held-out documents, for
+    precision (kept positives / kept) and recall (kept positives / positives); None where undefined or
+    without held-out labels. `chosen` is added to the grid (once) and its row marked. One row per threshold,
+    ascending: threshold, keep_rate (of every document, scored or not), kept_docs, kept_tokens, precision,
+    recall, chosen."""
+    probs = _as_float32(probs)
+    tokens = np.asarray(tokens, dtype=np.float64)
+    if tokens.shape != probs.shape:
+        raise ValueError(f"probs and tokens differ in length ({len(probs)} != {len(tokens)})")
+    grid = sorted({float(np.float32(t)): t for t in [*thresholds, *([] if chosen is None else [chosen])]}.items())
+    cuts = [t for _, t in grid]
+    chosen32 = None if chosen is None else float(np.float32(chosen))
+    docs, kept_tokens = _kept_at(probs, tokens, cuts)
+    precision: list[float | None] = [None] * len(cuts)
+    recall: list[float | None] = [None] * len(cuts)
+    if heldout_probs is not None and heldout_labels is not None:
+        held = _as_float32(heldout_probs)
+        labels = np.asarray(heldout_labels, dtype=bool)
+        if labels.shape != held.shape:
+            raise ValueError(f"heldout_probs and heldout_labels differ in length ({len(held)} != {len(labels)})")
+        kept_h, tp = _kept_at(held, labels.astype(np.float64), cuts)
+        positives = int(labels[~np.isnan(held)].sum())
+        precision = [float(t / k) if k else None for t, k in zip(tp, kept_h)]
+        recall = [float(t / positives) if positives else None for t in tp]
+    n = len(probs)
+    return [{"threshold": float(cut), "keep_rate": float(k / n) if n else 0.0, "kept_docs": int(k),
+             "kept_tokens": int(round(t)), "precision": p, "recall": r, "chosen": key == chosen32}
+            for (key, cut), k, t, p, r in zip(grid, docs, kept_tokens, precision, recall)]
+
+
+def threshold_for_target(probs, weights, target: float) -> tuple[float, float]:
+    """Pure: (threshold, kept weight) for the threshold whose kept weight (summed over documents with
+    probs >= threshold) is closest to `target`; on a tie, the higher threshold. The candidates are the scores
+    themselves, so at least the best-scored documents are kept; NaN (no text) is never kept."""
+    probs = _as_float32(probs)
+    weights = np.asarray(weights, dtype=np.float64)
+    scored = ~np.isnan(probs)
+    if not scored.any():
+        raise ClassifyError("no scored documents in the stored scores: no threshold keeps anything")
+    order = np.argsort(-probs[scored], kind="stable")
+    descending, kept = probs[scored][order], np.cumsum(weights[scored][order])
+    last_of_tie = np.r_[descending[1:] != descending[:-1], True]  # equal scores are kept together
+    candidates, kept = descending[last_of_tie], kept[last_of_tie]
+    best = int(np.argmin(np.abs(kept - target)))
+    return float(candidates[best]), float(kept[best])
+
+
+def threshold_sources(classify_cfg) -> list[str]:
+    """The classify fields set that choose the threshold; more than one is a ConfigError naming them."""
+    chosen = [f"classify.{name}" for name in THRESHOLD_SOURCES if getattr(classify_cfg, name) is not None]
+    if len(chosen) > 1:
+        raise ConfigError(f"{', '.join(chosen)} are mutually exclusive (each chooses the threshold): set only one")
+    return chosen
+
+
+class ScoreProfile:
+    """Per stored document: quality_prob (float32, NaN without text) and words (whitespace-separated runs);
+    tokens are words x a tokens-per-word ratio measured with a TokenCounter on a sample of the documents (the
+    same for every threshold, so kept tokens are comparable across rows). Read from scores/ without the
+    model: 12 bytes per document in memory."""
+
+    def __init__(self, probs: np.ndarray, words: np.ndarray, tokens_per_word: float, tokenizer: str,
+                 sampled_docs: int, found: dict[str, float]):
+        self.probs, self.words = probs, words
+        self.tokens_per_word, self.tokenizer, self.sampled_docs = tokens_per_word, tokenizer, sampled_docs
+        self.found = found  # stored scores of the documents asked for (the held-out ones)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.words * self.tokens_per_word
+
+    def describe(self) -> str:
+        return (f"words x {self.tokens_per_word:.3f} tokens per word (ratio measured with {self.tokenizer} on "
+                f"{self.sampled_docs} stored documents)")
+
+
+def read_profile(paths: list[Path], counter, wanted: set[str] | None = None,
+                 sample_docs: int = TOKEN_SAMPLE_DOCS) -> ScoreProfile:
+    """One pass over the score files (one file in memory at a time): scores, word counts, the token ratio
+    measured on the first documents of each file (`sample_docs` in all), and the stored scores of `wanted`."""
+    per_file = -(-sample_docs // max(len(paths), 1))
+    probs, words, found = [], [], {}
+    sampled = sample_words = sample_tokens = 0
+    for path in paths:
+        table = pq.read_table(path, columns=["doc_id", "quality_prob", "text"])
+        probs.append(np.asarray(table.column("quality_prob").to_numpy(), dtype=np.float32))
+        counts = pc.fill_null(pc.count_substring_regex(table.column("text"), r"\S+"), 0).to_numpy().astype(np.int64)
+        words.append(counts)
+        take = min(per_file, sample_docs - sampled, table.num_rows)
+        if take > 0:
+            texts = [t or "" for t in table.column("text").slice(0, take).to_pylist()]
+            sampled += take
+            sample_words += int(counts[:take].sum())
+            sample_tokens += sum(counter.count_many(texts))
+        if wanted:
+            hit = table.filter(pc.is_in(table.column("doc_id"), value_set=pa.array(sorted(wanted), pa.string())))
+            found.update(zip(hit.column("doc_id").to_pylist(), hit.column("quality_prob").to_pylist()))
+    probs_all = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    probs_all[~np.isfinite(probs_all)] = np.nan  # null scores (no text) read as NaN
+    return ScoreProfile(probs_all, np.concatenate(words) if words else np.zeros(0, np.int64),
+                        sample_tokens / sample_words if sample_words else 0.0, counter.name, sampled, found)
+
+
+class HeldoutLabels:
+    """The teacher's labels of the classifier's held-out documents (`heldout_doc_ids.txt`, never trained on
+    nor used to pick the card's threshold), read with distil's own loader (classifiers.labels) from the labels
+    its config.yaml names (`teacher.source`), so a label is what distil trained on: a labels/ folder with the
+    docs folder their texts came from (at the card's label_threshold, and distil.label_source when the card
+    records one), or a JSONL file. `labels` is empty, and `note` says why, when the folder or the labels are
+    not there."""
+
+    def __init__(self, classifier_dir: Path):
+        self.classifier_dir = classifier_dir
+        self.labels: dict[str, bool] = {}
+        self.texts: dict[str, str] = {}
+        self.docs_dir: Path | None = None  # where the teacher's documents came from (LLM labels)
+        self.note = ""
+        try:
+            self._load()
+        except (OSError, ValueError, KeyError, TypeError, CurateError) as exc:
+            self.labels, self.texts = {}, {}
+            self.note = f"no held-out labels: not readable ({type(exc).__name__}: {exc})"
+
+    def _load(self) -> None:
+        import yaml
+
+        from classifiers.labels import load_jsonl_labels, load_llm_labels
+
+        ids_path = self.classifier_dir / "heldout_doc_ids.txt"
+        if not ids_path.is_file():
+            self.note = f"no held-out labels: {ids_path} not found"
+            return
+        ids = {line.strip() for line in ids_path.read_text().splitlines() if line.strip()}
+        config = yaml.safe_load((self.classifier_dir / "config.yaml").read_text())
+        label_threshold = float(config["quality"]["label_threshold"])
+        source = str((config.get("teacher") or {}).get("source") or "")
+        if source.startswith("labels-jsonl: "):
+            label_set = load_jsonl_labels(source.removeprefix("labels-jsonl: "), label_threshold)
+        elif source.startswith("labels: ") and "; docs: " in source:
+            labels_dir, docs_dir = source.removeprefix("labels: ").split("; docs: ", 1)
+            if not Path(labels_dir).is_dir():
+                self.note = f"no held-out labels: the teacher's labels folder {labels_dir} is not there"
+                return
+            self.docs_dir = Path(docs_dir)
+            options = {}
+            label_source = (config.get("distil") or {}).get("label_source")
+            if label_source is not None:  # recorded by distil versions that can label from expected scores
+                options["label_source"] = label_source
+            label_set = load_llm_labels(labels_dir, docs_dir, label_threshold, **options)
+        else:
+            self.note = f"no held-out labels: unknown teacher source {source!r} in config.yaml"
+            return
+        for doc in label_set.docs:
+            if doc.doc_id in ids and doc.is_positive is not None:
+                self.labels[doc.doc_id], self.texts[doc.doc_id] = bool(doc.is_positive), doc.text
+        if not self.labels:
+            self.note = f"no held-out labels: none of the {len(ids)} held-out documents has a quality label"
+
+    def stored_scores_usable(self, scores_docs_dir: str) -> bool:
+        """The stored scores are the classifier's on the same texts when the scores were made from the folder
+        the teacher's documents came from (same doc_id, same text)."""
+        return (self.docs_dir is not None and bool(self.labels)
+                and self.docs_dir.resolve() == Path(scores_docs_dir).resolve())
+
+    def evaluate(self, found: dict[str, float | None]) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """(probs, labels, note) of the held-out documents: their stored score when `found` holds it, else
+        the classifier's score of their text (only those few documents are scored, in this process)."""
+        if not self.labels:
+            return None
+        ids = sorted(self.labels)
+        probs = {i: found[i] for i in ids if found.get(i) is not None}
+        missing = [i for i in ids if i not in probs and (self.texts.get(i) or "").strip()]
+        if missing:
+            import yaml
+
+            from classifiers.artifact import load_fasttext, positive_probabilities
+            from classifiers.normalize import normalize_many
+
+            config = yaml.safe_load((self.classifier_dir / "config.yaml").read_text())
+            model = load_fasttext(self.classifier_dir / config["quality"]["model_file"])
+            scores = positive_probabilities(model, normalize_many([self.texts[i] for i in missing]))
+            probs.update((i, float(p)) for i, p in zip(missing, scores) if not np.isnan(p))
+        kept_ids = [i for i in ids if i in probs]
+        if not kept_ids:
+            return None
+        scored_now = len(kept_ids) - sum(1 for i in kept_ids if found.get(i) is not None)
+        note = (f"{len(kept_ids)} held-out documents of the classifier ({self.classifier_dir}) with the teacher's "
+                f"labels: {len(kept_ids) - scored_now} scores read from scores/, {scored_now} scored now with the "
+                "classifier (their stored scores were not available)")
+        if len(kept_ids) < len(ids):
+            note += f"; {len(ids) - len(kept_ids)} without text or a score left out"
+        return (np.array([probs[i] for i in kept_ids], np.float32),
+                np.array([self.labels[i] for i in kept_ids], bool), note)
+
+
+def format_threshold_table(rows: list[dict[str, Any]], *, markdown: bool = False) -> list[str]:
+    """The threshold table as text lines (the summary) or a Markdown table (the card)."""
+    def cell(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    if markdown:
+        lines = ["| threshold | keep rate | kept docs | kept tokens | precision | recall |",
+                 "|---|---|---|---|---|---|"]
+        for r in rows:
+            mark = " **(chosen)**" if r["chosen"] else ""
+            lines.append(f"| {r['threshold']:.4f}{mark} | {r['keep_rate']:.3f} | {r['kept_docs']} | "
+                         f"{r['kept_tokens']} | {cell(r['precision'])} | {cell(r['recall'])} |")
+        return lines
+    lines = [f"  {'threshold':>9}  {'keep rate':>9}  {'kept docs':>10}  {'kept tokens':>12}  {'precision':>9}  "
+             f"{'recall':>6}"]
+    for r in rows:
+        lines.append(f"  {r['threshold']:>9.4f}  {r['keep_rate']:>9.3f}  {r['kept_docs']:>10}  {r['kept_tokens']:>12}  "
+                     f"{cell(r['precision']):>9}  {cell(r['recall']):>6}" + ("  <- chosen" if r["chosen"] else ""))
+    return lines
+
+
+def stored_threshold_table(run_dir: str | Path) -> dict[str, Any] | None:
+    """The threshold table of a run's last complete classify (its stage marker): {"rows": [...], "reason",
+    "tokens", "heldout"}; None when classify has not finished there (or finished before this table existed)."""
+    marker = RunLayout(run_dir).stage_marker(STAGE)
+    if not marker.exists():
+        return None
+    summary = json.loads(marker.read_text())
+    if "threshold_table" not in summary:
+        return None
+    return {"rows": summary["threshold_table"], "reason": summary.get("threshold_reason"),
+            **summary.get("threshold_notes", {})}
+
+
 class ShardedParquetWriter:
     """Rows in, `part-00000.parquet`, `part-00001.parquet`, ... out: explicit schema, zstd, a new file once
     the current one reaches `rows_per_file` rows (exact) or `bytes_per_file` bytes on disk (checked after each
@@ -388,8 +650,9 @@ def _sha256(path: Path) -> str:
 
 
 def dataset_card(cfg, layout: RunLayout, plan: dict[str, Any], threshold: float,
-                 totals: dict[str, int], files: list[dict[str, Any]]) -> str:
-    """README.md of corpus/: where the data came from, what filtered it, counts, classifier, schema."""
+                 totals: dict[str, int], files: list[dict[str, Any]], choice: dict[str, Any] | None = None) -> str:
+    """README.md of corpus/: where the data came from, what filtered it, counts, classifier, the threshold and
+    why it was chosen (`choice`: reason, table, notes), what other thresholds would keep, schema."""
     import yaml
 
     classifier_dir = Path(plan["classifier"])
@@ -416,6 +679,7 @@ def dataset_card(cfg, layout: RunLayout, plan: dict[str, Any], threshold: float,
         "docs_dir": plan["docs_dir"],
         "classifier": {"path": str(classifier_dir), "sha256": plan["classifier_fingerprint"], **card_meta},
         "quality_threshold": threshold,
+        "threshold_chosen_by": (choice or {}).get("reason"),
         "stages": stages,
         "rows": totals["kept"],
         "files": len(files),
@@ -428,6 +692,7 @@ def dataset_card(cfg, layout: RunLayout, plan: dict[str, Any], threshold: float,
         f"Documents extracted from web pages ({header['source']}), deduplicated when the run's dedup stage "
         f"ran, then filtered by a fastText quality classifier distilled from LLM labels: a document is kept "
         f"when `quality_prob >= {threshold:.4f}`.", "",
+        *_threshold_section(choice),
         "## Stages and counts", "",
         "| stage | input | kept |", "|---|---|---|",
         *[f"| {name} | {s['input']} | {s['kept']} |" for name, s in stages.items()], "",
@@ -448,6 +713,21 @@ def dataset_card(cfg, layout: RunLayout, plan: dict[str, Any], threshold: float,
         "probable topics, most probable first (null without a topic model). The dedup columns are null when "
         "the input was docs/.", "",
     ])
+
+
+def _threshold_section(choice: dict[str, Any] | None) -> list[str]:
+    if not choice:
+        return []
+    notes = choice.get("notes", {})
+    return [
+        "## Threshold", "",
+        f"Chosen by {choice['reason']}. What other thresholds would keep, from the stored scores (no model run; "
+        "`curate classify --rethreshold T`, `--target-tokens N` or `--target-keep-rate R` rewrites this folder "
+        "at another one):", "",
+        *format_threshold_table(choice["table"], markdown=True), "",
+        f"Keep rate: of all {STAGE} input documents. Kept tokens: {notes.get('tokens')}. Precision and recall: "
+        f"against the teacher's labels, {notes.get('heldout')}.", "",
+    ]
 
 
 def stored_scores(layout: RunLayout) -> dict[str, Any]:
@@ -492,20 +772,65 @@ class DecideStage(Stage):
         super().__init__(cfg)
         self.layout = RunLayout(cfg.out)
         self._stored: dict[str, Any] | None = None
-        self._threshold: float | None = None
+        self._choice: tuple[float, str] | None = None
+        self._profile: ScoreProfile | None = None
+        self._heldout: HeldoutLabels | None = None
 
     def stored(self) -> dict[str, Any]:
         if self._stored is None:
             self._stored = stored_scores(self.layout)
         return self._stored
 
+    def heldout(self) -> HeldoutLabels:
+        if self._heldout is None:
+            self._heldout = HeldoutLabels(Path(self.stored()["classifier"]))
+        return self._heldout
+
+    def profile(self) -> ScoreProfile:
+        """Scores and token estimates of every stored document (one read of scores/, no model)."""
+        if self._profile is None:
+            from pipeline.llm.tokens import TokenCounter, resolve_tokenizer
+
+            paths = [self._scores_path(key) for key, _ in self.stored()["plan"]]
+            for path in paths:
+                if not path.exists():
+                    raise ClassifyError(f"stored scores missing: {path} (run `curate classify` without "
+                                        "--rethreshold)")
+            heldout = self.heldout()
+            wanted = set(heldout.labels) if heldout.stored_scores_usable(self.stored()["docs_dir"]) else None
+            self._profile = read_profile(paths, TokenCounter(resolve_tokenizer(self.cfg)), wanted)
+        return self._profile
+
+    def choice(self) -> tuple[float, str]:
+        """(threshold, why): classify.target_tokens or target_keep_rate (found in the stored scores),
+        classify.threshold, else the classifier card's decision threshold."""
+        if self._choice is None:
+            classify_cfg = self.cfg.classify
+            threshold_sources(classify_cfg)
+            if classify_cfg.target_tokens is not None:
+                profile = self.profile()
+                threshold, kept = threshold_for_target(profile.probs, profile.tokens, classify_cfg.target_tokens)
+                why = (f"target_tokens={classify_cfg.target_tokens}: kept {round(kept)} tokens at threshold "
+                       f"{threshold:.4f}")
+            elif classify_cfg.target_keep_rate is not None:
+                profile = self.profile()
+                n = len(profile.probs)
+                threshold, kept = threshold_for_target(profile.probs, np.ones(n), classify_cfg.target_keep_rate * n)
+                why = (f"target_keep_rate={classify_cfg.target_keep_rate}: kept {int(kept)} of {n} documents "
+                       f"({kept / n:.4f}) at threshold {threshold:.4f}")
+            elif classify_cfg.threshold is not None:
+                threshold, why = classify_cfg.threshold, "classify.threshold"
+            else:
+                threshold = resolve_threshold(self.cfg, Path(self.stored()["classifier"]))
+                why = "classifier card's threshold"
+            self._choice = (threshold, why)
+        return self._choice
+
     def threshold(self) -> float:
-        if self._threshold is None:
-            self._threshold = resolve_threshold(self.cfg, Path(self.stored()["classifier"]))
-        return self._threshold
+        return self.choice()[0]
 
     def check(self) -> None:
-        self.threshold()
+        self.choice()
 
     def plan_identity(self) -> dict[str, Any]:
         # a new threshold (or new scores, or another file sizing) redoes every decision and the corpus
@@ -545,13 +870,16 @@ class DecideStage(Stage):
         return ShardResult(rows={}, decisions=decisions, stats=stats)
 
     def corpus_fingerprint(self, keys: list[str]) -> str:
-        payload = {"identity": self.plan_identity(), "shards": keys}
+        # why the threshold was chosen is in the card: another reason for the same threshold rewrites it
+        payload = {"identity": self.plan_identity(), "shards": keys, "threshold_reason": self.choice()[1]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
     def finish(self, summary: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
         """corpus/ from the stored scores at the threshold, in plan order (the same corpus whatever order the
         shards were scored in); left as it is when nothing was redone and it was written from this input."""
-        stored, threshold = self.stored(), self.threshold()
+        stored, (threshold, why) = self.stored(), self.choice()
+        previous_path = self.layout.stage_marker(self.name)
+        previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
         keys = [marker["shard"] for marker in markers]
         totals = {"input": summary["input"], "kept": summary["kept"],
                   REASON_BELOW: summary["dropped"].get(REASON_BELOW, 0),
@@ -564,14 +892,39 @@ class DecideStage(Stage):
             manifest = json.loads(manifest_path.read_text())
             if manifest.get("fingerprint") == fingerprint:
                 files, rewritten = manifest["files"], False
+        if not rewritten and previous.get("threshold_table") and previous.get("threshold_reason") == why:
+            table, notes = previous["threshold_table"], previous.get("threshold_notes", {})  # as in the card
+        else:
+            table, notes = self.threshold_report(threshold)
+        choice = {"reason": why, "table": table, "notes": notes}
         if rewritten:
-            files = self._write_corpus(stored, threshold, keys, totals, fingerprint, corpus_dir)
-        return {"threshold": threshold, "classifier": stored["classifier"], REASON_BELOW: totals[REASON_BELOW],
-                REASON_NO_TEXT: totals[REASON_NO_TEXT], "files": files, "corpus_files": len(files),
-                "corpus_rewritten": rewritten}
+            files = self._write_corpus(stored, threshold, keys, totals, fingerprint, corpus_dir, choice)
+        return {"threshold": threshold, "threshold_reason": why, "classifier": stored["classifier"],
+                REASON_BELOW: totals[REASON_BELOW], REASON_NO_TEXT: totals[REASON_NO_TEXT], "files": files,
+                "corpus_files": len(files), "corpus_rewritten": rewritten, "threshold_table": table,
+                "threshold_notes": notes}
+
+    def threshold_report(self, threshold: float) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The threshold table over THRESHOLD_GRID and the chosen threshold, from the stored scores, with the
+        held-out teacher labels' precision and recall when the classifier folder has them."""
+        profile = self.profile()
+        held_probs = held_labels = None
+        try:
+            evaluated = self.heldout().evaluate(profile.found)
+        except (OSError, ValueError, KeyError, CurateError) as exc:  # the table stands without them
+            evaluated, held_note = None, f"held-out labels not scored ({type(exc).__name__}: {exc})"
+        else:
+            held_note = self.heldout().note or "no held-out labels"
+        if evaluated is not None:
+            held_probs, held_labels, held_note = evaluated
+        table = threshold_table(profile.probs, profile.tokens, THRESHOLD_GRID, chosen=threshold,
+                                heldout_probs=held_probs, heldout_labels=held_labels)
+        return table, {"tokens": profile.describe(), "tokens_per_word": profile.tokens_per_word,
+                       "tokenizer": profile.tokenizer, "heldout": held_note,
+                       "heldout_docs": 0 if held_labels is None else len(held_labels)}
 
     def _write_corpus(self, stored: dict[str, Any], threshold: float, keys: list[str], totals: dict[str, int],
-                      fingerprint: str, corpus_dir: Path) -> list[dict[str, Any]]:
+                      fingerprint: str, corpus_dir: Path, choice: dict[str, Any]) -> list[dict[str, Any]]:
         staging = corpus_dir.with_name(f".corpus.tmp-{uuid.uuid4().hex[:8]}")
         writer = ShardedParquetWriter(staging, schemas.SCORED, rows_per_file=self.cfg.classify.rows_per_file,
                                       bytes_per_file=self.cfg.classify.bytes_per_file)
@@ -585,7 +938,8 @@ class DecideStage(Stage):
             manifest = {"schema": "pipeline.schemas.SCORED", "compression": PARQUET_COMPRESSION,
                         "rows": totals["kept"], "files": files, "fingerprint": fingerprint}
             write_json(manifest, staging / "_manifest.json")
-            (staging / "README.md").write_text(dataset_card(self.cfg, self.layout, stored, threshold, totals, files))
+            (staging / "README.md").write_text(dataset_card(self.cfg, self.layout, stored, threshold, totals, files,
+                                                            choice))
             replace_dir(staging, corpus_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -593,30 +947,50 @@ class DecideStage(Stage):
 
     def format_summary(self, summary: dict[str, Any]) -> str:
         where = self.layout.dataset("corpus")
-        return (f"[{self.name}] threshold {summary['threshold']:.4f}: {summary['input']} documents, "
-                f"{summary['kept']} kept, {summary[REASON_BELOW]} {REASON_BELOW}, {summary[REASON_NO_TEXT]} "
-                f"{REASON_NO_TEXT}; corpus: {summary['corpus_files']} file(s) in {where}"
-                + ("" if summary["corpus_rewritten"] else " (unchanged)"))
+        notes = summary.get("threshold_notes", {})
+        return "\n".join([
+            f"[{self.name}] threshold {summary['threshold']:.4f} ({summary['threshold_reason']}): {summary['input']} "
+            f"documents, {summary['kept']} kept, {summary[REASON_BELOW]} {REASON_BELOW}, {summary[REASON_NO_TEXT]} "
+            f"{REASON_NO_TEXT}; corpus: {summary['corpus_files']} file(s) in {where}"
+            + ("" if summary["corpus_rewritten"] else " (unchanged)"),
+            f"[{self.name}] what other thresholds would keep (from scores/, no model run; `curate classify "
+            "--rethreshold T | --target-tokens N | --target-keep-rate R` to re-decide):",
+            *format_threshold_table(summary["threshold_table"]),
+            f"  tokens: {notes.get('tokens')}",
+            f"  precision/recall: {notes.get('heldout')}",
+        ])
 
 
 # --------------------------------------------------------------------------------------------------- driver
 
 
 def run(cfg, docs_dir: str | Path | None = None, *, rethreshold: float | None = None,
+        target_tokens: int | None = None, target_keep_rate: float | None = None,
         quiet: bool = False) -> dict[str, Any]:
-    """Score (unless only re-thresholding) and decide. Defaults: docs from classify.docs (or <out>/unique, else
+    """Score (unless only re-deciding) and decide. Defaults: docs from classify.docs (or <out>/unique, else
     <out>/docs), the classifier from classify.classifier (or <out>/classifier), the threshold from
-    classify.threshold (or the classifier card's). Returns the decide stage's summary (kept, threshold, files,
-    below_quality, ...) with `scored_now` (files scored by this call) and the scoring actors' peak memory."""
+    classify.threshold, classify.target_tokens or classify.target_keep_rate (or the classifier card's).
+    `rethreshold`, `target_tokens` and `target_keep_rate` set those fields (at most one may be set, in all)
+    and only re-decide from the stored scores: no model, no Ray. Returns the decide stage's summary (kept,
+    threshold, threshold_reason, threshold_table, files, below_quality, ...) with `scored_now` (files scored
+    by this call) and the scoring actors' peak memory."""
     started = time.perf_counter()
     classify_cfg = cfg.classify
-    if rethreshold is not None:
-        if not 0 <= rethreshold <= 1:
+    redecide = {name: value for name, value in (("threshold", rethreshold), ("target_tokens", target_tokens),
+                                                ("target_keep_rate", target_keep_rate)) if value is not None}
+    if redecide:
+        if rethreshold is not None and not 0 <= rethreshold <= 1:
             raise ClassifyError(f"--rethreshold must be between 0 and 1, got {rethreshold}")
-        cfg = cfg.model_copy(update={"classify": classify_cfg.model_copy(update={"threshold": rethreshold})})
+        if target_tokens is not None and target_tokens < 1:
+            raise ClassifyError(f"--target-tokens must be at least 1, got {target_tokens}")
+        if target_keep_rate is not None and not 0 < target_keep_rate <= 1:
+            raise ClassifyError(f"--target-keep-rate must be in (0, 1], got {target_keep_rate}")
+        cfg = cfg.model_copy(update={"classify": classify_cfg.model_copy(update=redecide)})
+        threshold_sources(cfg.classify)  # model_copy does not validate: refuse two ways of choosing here
         return {**run_stage(DecideStage(cfg), quiet=quiet), "scored_now": 0, "actor_peak_rss_mb": None}
     if docs_dir is not None:
         cfg = cfg.model_copy(update={"classify": classify_cfg.model_copy(update={"docs": str(docs_dir)})})
+    threshold_sources(cfg.classify)
     scored = run_stage(ScoreStage(cfg), quiet=quiet)
     decided = run_stage(DecideStage(cfg), quiet=quiet)
     return {**decided, "scored_now": scored["shards_run"], "actor_peak_rss_mb": scored.get("actor_peak_rss_mb"),

@@ -64,7 +64,12 @@ STAGE_COMMANDS = (
         Flag("--classifier", "classify.classifier", "classifier folder from `curate distil`"),
         Flag("--rethreshold", "classify.threshold", "only re-decide from the stored scores at threshold T (no "
                                                     "model run)", float),
-    ), only_with={"rethreshold": ("classify",)}),
+        Flag("--target-tokens", "classify.target_tokens", "only re-decide from the stored scores, at the threshold "
+                                                          "that keeps about N tokens (no model run)", int),
+        Flag("--target-keep-rate", "classify.target_keep_rate", "only re-decide from the stored scores, at the "
+                                                                "threshold that keeps about R (0-1] of the "
+                                                                "documents (no model run)", float),
+    ), only_with={"rethreshold": ("classify",), "target_tokens": ("classify",), "target_keep_rate": ("classify",)}),
     Command("rewrite", "rewrite corpus pages in styles routed by quality -> synthetic/ (Ray)", ("rewrite",), (
         Flag("--corpus", "rewrite.corpus", "input Parquet folder (default: OUT/corpus, classify's kept pages)"),
         Flag("--styles", "rewrite.styles", "prompt ids to run, e.g. rewrite_wiki_v1 qa_pairs_v1", nargs="+"),

@@ -198,8 +198,22 @@ class AnnotateConfig(Section):
     tasks: list[Literal["quality", "topics"]] = Field(default_factory=lambda: ["quality", "topics"])
     quality_prompt: str = "quality_v1"
     topics_prompt: str = "topics_v1"
+    # combined: one request per page answers every label (labels_prompt: reason, score, topics, format);
+    # separate: one request per task of `tasks` (quality_prompt, topics_prompt)
+    mode: Literal["combined", "separate"] = "combined"
+    labels_prompt: str = "labels_v1"
     max_doc_chars: int = Field(default=1500, ge=100)
     max_tokens: int = Field(default=160, ge=8)
+    labels_max_tokens: int = Field(default=256, ge=8)  # the combined answer is longer than a quality one
+    # Ask for the logprobs of score answers (top 20 per token) to keep p(score = 0..5); false: sampled scores only
+    score_probs: bool = True
+    # Teacher self-consistency: this many pages of the sample (seeded) are labelled a second time, with
+    # their own temperature and seed, into labels_consistency/; 0 turns it off. Agreement of the two passes
+    # goes to the annotate summary and labels/README.md; below min_kappa the labels are called too noisy.
+    consistency_sample: int = Field(default=200, ge=0)
+    consistency_temperature: float = Field(default=0.7, ge=0)
+    consistency_seed: int = 1
+    min_kappa: float = Field(default=0.4, ge=-1, le=1)
     num_actors: int = Field(default=1, ge=1)
     docs: str | None = None  # input dataset folder; default: <out>/unique when it exists, else <out>/docs
     shard_size: int = Field(default=64, ge=1)  # documents per labels/ file (and resume unit)
@@ -207,6 +221,9 @@ class AnnotateConfig(Section):
 
 class DistilConfig(Section):
     label_threshold: int = Field(default=3, ge=1, le=5)
+    # sampled: the teacher's sampled score >= label_threshold; expected: its expected score (sum k * p(k) from
+    # the score token's probabilities) >= label_threshold, the sampled score where no distribution was kept
+    label_source: Literal["sampled", "expected"] = "sampled"
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 0
     word_ngrams: int = Field(default=2, ge=1)
@@ -230,18 +247,72 @@ class DistilConfig(Section):
     quantize: bool = False
     # Quantise (.ftz) only from this many training examples: product quantisation needs enough rows.
     quantize_min_labels: int = Field(default=5000, ge=100)
+    # Tune the quality model's lr / epoch / word_ngrams / dim / min_count on the validation split (never the
+    # held-out one): the configured values above first, then the grid in a seeded order, until tune_budget_s
+    # is spent; the best validation ROC AUC wins (ties: the smaller, then cheaper-to-train model). An axis
+    # missing from tune_grid stays at its configured value. The topic model keeps the configured values.
+    # The default grid stays at or below the configured lr and epoch, with n-grams of 2 and 3: unigram and
+    # high-lr/many-epoch models saturate on small label sets (P(hq) = 1 for many texts), see docs/classifier.md.
+    tune: bool = True
+    tune_budget_s: float = Field(default=60.0, ge=0)
+    tune_grid: dict[str, list[float]] = Field(default_factory=lambda: {
+        "lr": [0.1, 0.5], "epoch": [10, 25], "word_ngrams": [2, 3], "dim": [32, 64], "min_count": [1, 3]})
+    # A validation split smaller than this chooses the decision threshold badly: the threshold is then chosen
+    # on out-of-fold scores of cv_folds models (k-fold over train+validation), and the shipped model is
+    # trained on train+validation.
+    cv_min_validation: int = Field(default=200, ge=0)
+    cv_folds: int = Field(default=5, ge=2)
+
+    @field_validator("tune_grid")
+    @classmethod
+    def _check_tune_grid(cls, grid: dict[str, list[float]]) -> dict[str, list[float]]:
+        minimum = {"lr": 0.0, "epoch": 1, "word_ngrams": 1, "dim": 2, "min_count": 1}
+        checked: dict[str, list[float]] = {}
+        for key, values in grid.items():
+            if key not in minimum:
+                raise PydanticCustomError("tune_grid", "unknown axis {key} (expected some of {axes})",
+                                          {"key": key, "axes": ", ".join(minimum)})
+            if not values:
+                raise PydanticCustomError("tune_grid", "axis {key} has no values", {"key": key})
+            if key == "lr":
+                if any(v <= 0 for v in values):
+                    raise PydanticCustomError("tune_grid", "lr values must be > 0", {})
+                checked[key] = sorted({float(v) for v in values})
+            else:
+                if any(v != int(v) or v < minimum[key] for v in values):
+                    raise PydanticCustomError("tune_grid", "{key} values must be integers >= {minimum}",
+                                              {"key": key, "minimum": minimum[key]})
+                checked[key] = sorted({int(v) for v in values})
+        return checked
 
 
 class ClassifyConfig(Section):
     docs: str | None = None  # input dataset folder; default: <out>/unique when it exists, else <out>/docs
     classifier: str | None = None  # default: <out>/classifier (distil's output)
     threshold: float | None = Field(default=None, ge=0, le=1)  # None: the classifier card's threshold
+    # Or the threshold that keeps about this many tokens / this share of the documents, found in the stored
+    # scores (pipeline.classify.threshold_for_target). At most one of threshold, target_tokens, target_keep_rate.
+    target_tokens: int | None = Field(default=None, ge=1)
+    target_keep_rate: float | None = Field(default=None, gt=0, le=1)
     rows_per_file: int | None = Field(default=None, ge=1)
     bytes_per_file: int = Field(default=256 * 1024 * 1024, ge=1024)
     num_actors: int = Field(default=2, ge=1)
     batch_size: int = Field(default=1024, ge=1)
     # Topics stored per document (most probable first) when the classifier has a topic model.
     topics_top_k: int = Field(default=3, ge=1)
+
+    @field_validator("threshold", "target_tokens", "target_keep_rate")
+    @classmethod
+    def _one_way_to_choose_the_threshold(cls, value, info):
+        # info.data holds the fields validated before this one (on assignment: all the others), so the later
+        # of any two that are set names both
+        fields = ("threshold", "target_tokens", "target_keep_rate")
+        others = [f"classify.{name}" for name in fields if name != info.field_name and info.data.get(name) is not None]
+        if value is not None and others:
+            raise PydanticCustomError(
+                "threshold_choice", "{fields} are mutually exclusive (each chooses the threshold): set only one",
+                {"fields": ", ".join([*others, f"classify.{info.field_name}"])})
+        return value
 
 
 class RewriteConfig(Section):

@@ -194,6 +194,12 @@ def format_summary(report: dict[str, Any]) -> str:
         errors = ", ".join(f"{kind} {n}" for kind, n in labels.get("errors", {}).items()) or "none"
         lines.append(f"LLM labels: {labels['ok']} ok of {labels['labels']} on {labels['sampled']} sampled docs "
                      f"(errors: {errors}); tokens in/out {labels['prompt_tokens']}/{labels['completion_tokens']}")
+        from pipeline.annotate import consistency_line, noise_warning
+
+        consistency = labels.get("self_consistency")
+        for line in (consistency_line(consistency), noise_warning(consistency)):
+            if line:
+                lines.append(line[0].upper() + line[1:])
     if report.get("llm_noise"):
         lines.append("NOTE: labels came from the tiny random-weight demo model: they are noise by design. "
                      "Point llm.url/llm.model (or --llm-url/--llm-model) at a real Llama for real labels.")

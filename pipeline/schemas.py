@@ -70,7 +70,7 @@ DECISIONS = pa.schema(
 LABELS = pa.schema(
     [
         pa.field("doc_id", pa.string(), nullable=False),
-        pa.field("task", pa.string(), nullable=False),  # quality | topics
+        pa.field("task", pa.string(), nullable=False),  # labels (one combined answer) | quality | topics
         pa.field("prompt_id", pa.string()),
         pa.field("prompt_hash", pa.string()),
         pa.field("model", pa.string()),
@@ -78,6 +78,12 @@ LABELS = pa.schema(
         pa.field("quality_score", pa.int8()),
         pa.field("quality_reason", pa.string()),
         pa.field("topics", pa.list_(pa.string())),
+        pa.field("format", pa.list_(pa.string())),  # 1-2 WebOrganizer format ids (labels rows)
+        # p(score = 0..5) from the score token's logprobs, and sum k * p(k); null: sampled score only
+        pa.field("quality_probs", pa.list_(pa.float32())),
+        pa.field("quality_expected", pa.float32()),
+        # a valid answer whose topic/format lists had invalid entries: `kind: detail` of what was left out
+        pa.field("field_errors", pa.list_(pa.string())),
         pa.field("raw_text", pa.string()),
         pa.field("latency_s", pa.float32()),
         pa.field("prompt_tokens", pa.int32()),

@@ -22,3 +22,12 @@ def extract_one(source: str, extract_cfg: ExtractConfig, input_cfg: InputConfig,
         pass  # every record of the file errored: recorded, then said
     (marker,) = RunLayout(out).shard_stats("extract")
     return marker
+
+
+def without_timings(value: Any) -> Any:
+    """A metrics or card structure without its timing fields (`*seconds`): what must be equal run to run."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not k.endswith("seconds")}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value

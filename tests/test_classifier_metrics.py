@@ -8,7 +8,9 @@ import pytest
 
 from classifiers import evaluate
 from classifiers.normalize import normalize_text
-from classifiers.distil import stratified_split, topic_label_map
+from classifiers.distil import (best_trial, stratified_folds, stratified_split, topic_label_map,
+                                tuning_candidates)
+from pipeline.config import ConfigError, DistilConfig, load_config
 
 
 def test_roc_auc_matches_pair_counting_with_ties():
@@ -89,3 +91,77 @@ def test_topic_labels_are_fasttext_safe_and_unique():
     # "Science & Tech." and "science-tech" slug alike: the second one gets a suffix instead of merging
     assert mapping == {"__label__science_tech": "Science & Tech.", "__label__science_tech_2": "science-tech",
                        "__label__health": "Health"}
+
+
+def test_cohen_kappa_matches_a_hand_computed_example():
+    teacher = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    student = [1, 1, 1, 0, 1, 0, 0, 0, 0, 0]
+    # agree on 8 of 10: p_o = 0.8; both rate 0.4 positive: p_e = 0.4*0.4 + 0.6*0.6 = 0.52
+    # kappa = (0.8 - 0.52) / (1 - 0.52) = 0.28 / 0.48 = 7/12
+    assert evaluate.cohen_kappa(teacher, student) == pytest.approx(7 / 12)
+    assert evaluate.cohen_kappa(teacher, teacher) == pytest.approx(1.0)
+    # agreement exactly at chance (p_o = p_e = 0.5) is 0, systematic disagreement is negative
+    assert evaluate.cohen_kappa([1, 0, 1, 0], [1, 1, 0, 0]) == pytest.approx(0.0)
+    assert evaluate.cohen_kappa([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)
+    # undefined: nothing to compare, or both raters constant in the same class (p_e = 1)
+    assert evaluate.cohen_kappa([], []) is None
+    assert evaluate.cohen_kappa([1, 1], [1, 1]) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        evaluate.cohen_kappa([1, 0], [1])
+
+
+def test_quality_metrics_report_kappa_of_the_student_at_the_threshold():
+    m = evaluate.quality_metrics([1, 1, 0, 0, 1], [0.9, 0.4, 0.6, 0.1, 0.5], threshold=0.5)
+    # kept [1, 0, 1, 0, 1]: p_o = 3/5, both rates 3/5: p_e = 0.36 + 0.16 = 0.52 -> (0.6 - 0.52) / 0.48 = 1/6
+    assert m["cohen_kappa"] == pytest.approx(1 / 6)
+    assert "kappa" in evaluate.format_quality(m)
+
+
+def test_stratified_folds_partition_every_stratum_evenly_and_are_seeded():
+    strata = [1] * 23 + [0] * 11
+    folds = stratified_folds(strata, 5, seed=3)
+    assert sorted(i for fold in folds for i in fold) == list(range(len(strata)))
+    assert sorted(len(f) for f in folds) == [6, 7, 7, 7, 7]
+    for fold in folds:
+        assert [strata[i] for i in fold].count(0) in (2, 3) and [strata[i] for i in fold].count(1) in (4, 5)
+    assert stratified_folds(strata, 5, seed=3) == folds and stratified_folds(strata, 5, seed=4) != folds
+
+
+def test_tuning_candidates_start_with_the_configured_settings_in_a_seeded_order():
+    cfg = DistilConfig(tune_grid={"lr": [1.0, 0.1], "epoch": [5, 10], "word_ngrams": [1, 2]})
+    candidates = tuning_candidates(cfg)
+    assert candidates[0] == {"lr": 0.5, "epoch": 25, "word_ngrams": 2, "dim": 64, "min_count": 1}
+    # every grid point once (dim and min_count, not in the grid, stay as configured), plus the configured one
+    assert len(candidates) == 8 + 1
+    assert len({tuple(c.values()) for c in candidates}) == 9
+    assert all(c["dim"] == 64 and c["min_count"] == 1 for c in candidates)
+    assert tuning_candidates(cfg) == candidates
+    other_seed = tuning_candidates(cfg.model_copy(update={"seed": 1}))
+    assert other_seed[0] == candidates[0] and other_seed != candidates
+    # a configured point that is in the grid is not tried twice
+    inside = DistilConfig(lr=1.0, epoch=5, word_ngrams=1, tune_grid={"lr": [1.0, 0.1], "epoch": [5], "word_ngrams": [1]})
+    assert len(tuning_candidates(inside)) == 2
+
+
+def test_best_trial_prefers_auc_then_the_smaller_then_the_cheaper_model():
+    def trial(auc, parameters, epoch=10, word_ngrams=1):
+        return {"validation_auc": auc, "parameters": parameters, "epoch": epoch, "word_ngrams": word_ngrams}
+
+    assert best_trial([trial(0.90, 10), trial(0.95, 1000), trial(0.94, 1)]) == 1
+    # a tie (to float noise) goes to fewer parameters, then to fewer epochs x n-grams, then to the earlier one
+    assert best_trial([trial(0.95, 1000), trial(0.95 + 1e-12, 10)]) == 1
+    assert best_trial([trial(0.95, 10, epoch=50), trial(0.95, 10, epoch=10)]) == 1
+    assert best_trial([trial(0.95, 10), trial(0.95, 10)]) == 0
+    assert best_trial([trial(None, 1), trial(0.5, 100)]) == 1
+    # a configuration whose training failed (no AUC, no model) never wins
+    assert best_trial([trial(None, None), trial(0.5, 100)]) == 1
+
+
+def test_tune_grid_is_validated_when_loaded():
+    assert DistilConfig().tune and DistilConfig().tune_budget_s == 60 and DistilConfig().cv_folds == 5
+    assert DistilConfig().cv_min_validation == 200
+    assert DistilConfig(tune_grid={"dim": [64, 16, 64]}).tune_grid == {"dim": [16, 64]}
+    for grid, message in [({"momentum": [1]}, "unknown axis momentum"), ({"dim": [1.5]}, "dim values must be integers"),
+                          ({"lr": []}, "axis lr has no values"), ({"lr": [0]}, "lr values must be > 0")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, [f"distil.tune_grid={grid}"])

@@ -242,3 +242,204 @@ def test_a_classifier_without_its_model_file_is_refused_before_anything_is_writt
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().count("\n") == 0 and model_file in done.stderr and "Traceback" not in done.stderr
     assert not [p for p in out.rglob("*") if p.is_file()]
+
+
+# ------------------------------------------------------------------ choosing the threshold by what it keeps
+
+
+def test_threshold_table_on_a_hand_made_example():
+    probs = [0.1, 0.4, 0.4, 0.9, None]  # the last document had no text: never kept, but counted in the rate
+    tokens = [10, 20, 30, 40, 99]
+    held_probs, held_labels = [0.3, 0.6, 0.95, 0.2], [False, True, True, True]
+    rows = classify.threshold_table(probs, tokens, [0.2, 0.5, 0.99], chosen=0.4, heldout_probs=held_probs,
+                                    heldout_labels=held_labels)
+    assert [r["threshold"] for r in rows] == pytest.approx([0.2, 0.4, 0.5, 0.99])
+    assert [r["chosen"] for r in rows] == [False, True, False, False]
+    assert [r["kept_docs"] for r in rows] == [3, 3, 1, 0]
+    assert [r["keep_rate"] for r in rows] == pytest.approx([0.6, 0.6, 0.2, 0.0])
+    assert [r["kept_tokens"] for r in rows] == [90, 90, 40, 0]
+    # held-out: 0.2 keeps 0.3 (neg), 0.6, 0.95, 0.2 (pos) -> 3 tp of 4 kept, 3 of 3 positives
+    assert [r["precision"] for r in rows[:3]] == pytest.approx([3 / 4, 1.0, 1.0])
+    assert rows[-1]["precision"] is None  # nothing held out kept: precision undefined
+    assert [r["recall"] for r in rows] == pytest.approx([1.0, 2 / 3, 2 / 3, 0.0])
+    # a threshold is compared as classify compares it (float32): a score equal to it is kept
+    assert classify.threshold_table([0.3], [5], [0.3])[0]["kept_docs"] == 1
+    # the chosen threshold on the grid is one row, marked; without held-out labels, no precision/recall
+    rows = classify.threshold_table(probs, tokens, [0.2, 0.5], chosen=0.5)
+    assert [(r["threshold"], r["chosen"], r["precision"], r["recall"]) for r in rows] == [
+        (pytest.approx(0.2), False, None, None), (pytest.approx(0.5), True, None, None)]
+    assert len(classify.threshold_table(probs, tokens)) == len(classify.THRESHOLD_GRID) == 19
+
+
+def test_threshold_for_target_keeps_the_closest_amount():
+    probs = [0.1, 0.4, 0.4, 0.9, None]
+    tokens = [10, 20, 30, 40, 99]
+    # kept when lowering the threshold: 0.9 -> 40, 0.4 -> 90 (both 0.4s together), 0.1 -> 100
+    assert classify.threshold_for_target(probs, tokens, 60) == (pytest.approx(0.9), 40)
+    assert classify.threshold_for_target(probs, tokens, 70) == (pytest.approx(0.4), 90)
+    assert classify.threshold_for_target(probs, tokens, 10**6) == (pytest.approx(0.1), 100)
+    assert classify.threshold_for_target(probs, tokens, 1) == (pytest.approx(0.9), 40)  # the best are kept
+    assert classify.threshold_for_target(probs, tokens, 65) == (pytest.approx(0.9), 40)  # a tie: fewer kept
+    assert classify.threshold_for_target(probs, [1] * 5, 0.5 * 5) == (pytest.approx(0.4), 3)
+    with pytest.raises(CurateError, match="no scored documents"):
+        classify.threshold_for_target([None, float("nan")], [1, 1], 1)
+
+
+def _header(root: Path) -> dict:
+    return yaml.safe_load((root / "corpus" / "README.md").read_text().split("---")[1])
+
+
+def test_card_and_summary_report_what_each_threshold_keeps(classified):
+    root, _, result = classified
+    table = result["threshold_table"]
+    assert len(table) == len(classify.THRESHOLD_GRID) + 1  # the card's threshold is not on the grid
+    chosen = [r for r in table if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["threshold"] == pytest.approx(result["threshold"])
+    assert chosen[0]["kept_docs"] == result["kept"]
+    assert chosen[0]["keep_rate"] == pytest.approx(result["kept"] / result["input"])
+    for before, after in zip(table, table[1:]):
+        assert before["threshold"] < after["threshold"]
+        assert before["kept_docs"] >= after["kept_docs"] and before["kept_tokens"] >= after["kept_tokens"]
+        assert before["recall"] >= after["recall"]
+    # the classifier's held-out documents are not in this run: scored with the classifier, and said so
+    notes = result["threshold_notes"]
+    assert notes["heldout_docs"] > 0 and "scored now with the classifier" in notes["heldout"]
+    assert all(r["precision"] is not None or r["kept_docs"] == 0 for r in table)
+    assert "tokens per word" in notes["tokens"] and notes["tokens_per_word"] > 0
+    assert result["threshold_reason"] == "classifier card's threshold"
+    assert _header(root)["threshold_chosen_by"] == "classifier card's threshold"
+    card = (root / "corpus" / "README.md").read_text()
+    assert "## Threshold" in card and "| threshold | keep rate | kept docs | kept tokens | precision | recall |" in card
+    assert f"| {result['threshold']:.4f} **(chosen)** | " in card
+    assert classify.stored_threshold_table(root)["rows"] == table
+
+
+def test_heldout_precision_and_recall_come_from_the_stored_scores_of_the_teachers_documents(
+        tmp_path, ray_local, classifier_dir):
+    """Scores made from the documents the teacher labelled hold the held-out documents' scores: no extra
+    scoring, and at the card's threshold the same precision and recall as the classifier's metrics.json."""
+    cfg = _cfg(tmp_path / "run", classifier_dir)
+    result = classify.run(cfg, classifier_dir.parent / "docs", quiet=True)
+    metrics = json.loads((classifier_dir / "metrics.json").read_text())["quality"]
+    notes = result["threshold_notes"]
+    assert notes["heldout_docs"] == metrics["n"] and ", 0 scored now" in notes["heldout"]
+    chosen = next(r for r in result["threshold_table"] if r["chosen"])
+    assert chosen["precision"] == pytest.approx(metrics["precision"])
+    assert chosen["recall"] == pytest.approx(metrics["recall"])
+
+
+def _copy_run(root: Path, dest: Path) -> Path:
+    shutil.copytree(root, dest, ignore=shutil.ignore_patterns(".hf-cache"))
+    return dest
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def _tokens_kept(scores: list[dict], threshold: float, ratio: float) -> float:
+    import re
+
+    import numpy as np
+
+    return sum(len(re.findall(r"\S+", r["text"] or "")) * ratio for r in scores
+               if r["quality_prob"] is not None and np.float32(r["quality_prob"]) >= np.float32(threshold))
+
+
+def _redecide_by_cli(root: Path, classifier: Path, tmp_path: Path, capsys, *flags: str) -> tuple[dict, str]:
+    """`curate classify --out ROOT FLAGS` in this process, with the classifier moved away (no model can run);
+    the scores and the score stage's markers must not change."""
+    from pipeline.cli import main
+
+    layout = RunLayout(root)
+    scores_before = _mtimes(layout.dataset("scores"))
+    markers_before = _mtimes(layout.state("classify-score"))
+    hidden = tmp_path / "moved-away"
+    classifier.rename(hidden)
+    try:
+        code = main(["classify", "--out", str(root), *flags])
+    finally:
+        hidden.rename(classifier)
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert _mtimes(layout.dataset("scores")) == scores_before
+    assert _mtimes(layout.state("classify-score")) == markers_before
+    return json.loads(layout.stage_marker("classify").read_text()), printed
+
+
+def _check_decided_at(root: Path, summary: dict) -> list[dict]:
+    import numpy as np
+
+    layout = RunLayout(root)
+    scores = read_dataset(layout.dataset("scores"), schemas.SCORED).to_pylist()
+    t = np.float32(summary["threshold"])
+    expected = sorted(r["doc_id"] for r in scores
+                      if r["quality_prob"] is not None and np.float32(r["quality_prob"]) >= t)
+    assert sorted(read_dataset(layout.dataset("corpus"), schemas.SCORED).column("doc_id").to_pylist()) == expected
+    assert read_dataset(layout.decisions("classify"), schemas.DECISIONS).num_rows == len(scores) - len(expected)
+    assert summary["kept"] == len(expected) and build_report(layout)["conserved"]
+    header = _header(root)
+    assert header["quality_threshold"] == pytest.approx(summary["threshold"])
+    assert header["threshold_chosen_by"] == summary["threshold_reason"]
+    assert f"Chosen by {summary['threshold_reason']}." in (root / "corpus" / "README.md").read_text()
+    return scores
+
+
+def test_target_tokens_redecides_from_the_stored_scores(classified, tmp_path, capsys):
+    source, cfg, result = classified
+    root = _copy_run(source, tmp_path / "run")
+    chosen = next(r for r in result["threshold_table"] if r["chosen"])
+    target = chosen["kept_tokens"] // 2
+    summary, printed = _redecide_by_cli(root, Path(cfg.classify.classifier), tmp_path, capsys,
+                                        "--target-tokens", str(target))
+    scores = _check_decided_at(root, summary)
+    ratio = summary["threshold_notes"]["tokens_per_word"]
+    kept = _tokens_kept(scores, summary["threshold"], ratio)
+    assert summary["threshold_reason"] == (f"target_tokens={target}: kept {round(kept)} tokens at threshold "
+                                           f"{summary['threshold']:.4f}")
+    # about the target: no other threshold keeps closer to it (brute force over every score)
+    candidates = {r["quality_prob"] for r in scores if r["quality_prob"] is not None}
+    best = min(abs(_tokens_kept(scores, t, ratio) - target) for t in candidates)
+    assert abs(kept - target) == pytest.approx(best)
+    assert 0 < summary["kept"] < result["kept"]
+    row = next(r for r in summary["threshold_table"] if r["chosen"])
+    assert row["kept_tokens"] == round(kept) and row["kept_docs"] == summary["kept"]
+    # no classifier folder: no held-out labels, and the card and the summary say so
+    assert "no held-out labels" in summary["threshold_notes"]["heldout"]
+    assert summary["threshold_reason"] in printed and "kept tokens" in printed and "<- chosen" in printed
+
+
+def test_target_keep_rate_redecides_from_the_stored_scores(classified, tmp_path, capsys):
+    source, cfg, result = classified
+    root = _copy_run(source, tmp_path / "run")
+    summary, printed = _redecide_by_cli(root, Path(cfg.classify.classifier), tmp_path, capsys,
+                                        "--target-keep-rate", "0.3")
+    scores = _check_decided_at(root, summary)
+    n = len(scores)
+    assert summary["threshold_reason"] == (f"target_keep_rate=0.3: kept {summary['kept']} of {n} documents "
+                                           f"({summary['kept'] / n:.4f}) at threshold {summary['threshold']:.4f}")
+    probs = sorted(r["quality_prob"] for r in scores if r["quality_prob"] is not None)
+    best = min(abs(sum(p >= t for p in probs) - 0.3 * n) for t in set(probs))
+    assert abs(summary["kept"] - 0.3 * n) == pytest.approx(best) and best <= 1
+    assert summary["threshold_reason"] in printed
+    # an explicit threshold afterwards: decided again, and the card says it was classify.threshold
+    summary, _ = _redecide_by_cli(root, Path(cfg.classify.classifier), tmp_path, capsys, "--rethreshold", "0.5")
+    assert summary["threshold_reason"] == "classify.threshold" and summary["threshold"] == 0.5
+    _check_decided_at(root, summary)
+
+
+def test_ways_of_choosing_the_threshold_are_mutually_exclusive(classified, tmp_path, capsys):
+    from pipeline.cli import main
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="classify.threshold, classify.target_keep_rate are mutually exclusive"):
+        load_config(None, ["classify.threshold=0.5", "classify.target_keep_rate=0.2"])
+    with pytest.raises(ConfigError, match="classify.target_tokens, classify.target_keep_rate"):
+        load_config(None, ["classify.target_tokens=10", "classify.target_keep_rate=0.2"])
+    root, cfg, _ = classified
+    code = main(["classify", "--out", str(root), "--rethreshold", "0.5", "--target-tokens", "100"])
+    assert code == 2
+    assert "classify.threshold, classify.target_tokens are mutually exclusive" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="classify.threshold, classify.target_tokens"):
+        classify.run(_cfg(root, Path(cfg.classify.classifier), "classify.threshold=0.5"), target_tokens=100,
+                     quiet=True)

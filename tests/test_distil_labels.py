@@ -18,9 +18,12 @@ from classifiers.labels import LabelsError, load_jsonl_labels, load_llm_labels, 
 from pipeline import schemas
 from pipeline.config import DistilConfig
 from pipeline.io import write_parquet
+from stagehelpers import without_timings
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "data" / "extraction-benchmark"
-SMALL = ["--set", "distil.bucket=50000", "--set", "distil.dim=32"]
+# a small model and a small tuning grid (2 configurations: the tests stay fast)
+SMALL = ["--set", "distil.bucket=50000", "--set", "distil.dim=32", "--set", "distil.tune_grid={lr: [0.5, 1.0]}"]
+GRID = {"lr": [0.5, 1.0]}
 
 
 def curate(*args: str) -> subprocess.CompletedProcess:
@@ -175,7 +178,7 @@ def test_quantized_artifact_is_small_and_still_separates(tmp_path):
     items = labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:25])
     path = tmp_path / "labels.jsonl"
     path.write_text("".join(json.dumps({"text": t.text, "label": t.label}) + "\n" for t in items))
-    small = DistilConfig(bucket=10000, dim=32, quantize=True, quantize_min_labels=100)
+    small = DistilConfig(bucket=10000, dim=32, quantize=True, quantize_min_labels=100, tune_grid=GRID)
     metrics = distil(load_jsonl_labels(path, 3), small, tmp_path / "q", quiet=True)
     assert metrics["quality"]["quantized"] is True
     assert (tmp_path / "q" / "quality.ftz").exists() and not (tmp_path / "q" / "quality.bin").exists()
@@ -199,7 +202,7 @@ def test_same_labels_distil_into_the_same_classifier(tmp_path, quantize):
     items = labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:25])
     path = tmp_path / "labels.jsonl"
     path.write_text("".join(json.dumps({"text": t.text, "label": t.label}) + "\n" for t in items))
-    cfg = DistilConfig(bucket=10000, dim=32, quantize=quantize, quantize_min_labels=100)
+    cfg = DistilConfig(bucket=10000, dim=32, quantize=quantize, quantize_min_labels=100, tune_grid=GRID)
     assert cfg.threads == 1
     runs = [distil(load_jsonl_labels(path, 3), cfg, tmp_path / name, quiet=True) for name in ("a", "b")]
     model_file = "quality.ftz" if quantize else "quality.bin"
@@ -210,7 +213,90 @@ def test_same_labels_distil_into_the_same_classifier(tmp_path, quantize):
     assert config_a == config_b and config_a["distil"]["threads"] == 1 and config_a["distil"]["seed"] == 0
     for run in runs:
         run["quality"].pop("train_seconds")
-    assert runs[0] == runs[1]
+    # the search records how long each configuration took; everything else is the same
+    assert without_timings(runs[0]) == without_timings(runs[1])
+    assert runs[0]["quality"]["tuning"]["configs_tried"] == 2
     card = (tmp_path / "a" / "README.md").read_text()
-    assert card == (tmp_path / "b" / "README.md").read_text()
+    assert _card_without_timings(card) == _card_without_timings((tmp_path / "b" / "README.md").read_text())
     assert "seed 0 and 1 thread, reproducible" in card
+
+
+def _card_without_timings(card: str) -> str:
+    import re
+
+    return re.sub(r"seconds: [0-9.]+|[0-9.]+ s\b", "<time>", card)
+
+
+def test_card_records_the_search_and_heldout_kappa(artifact):
+    metrics = json.loads((artifact / "metrics.json").read_text())
+    quality = metrics["quality"]
+    assert -1 <= quality["cohen_kappa"] <= 1 and "cohen_kappa" in quality["validation"]
+    card = (artifact / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["metrics"]["heldout_cohen_kappa"] == pytest.approx(quality["cohen_kappa"], abs=1e-4)
+    training = header["training"]
+    assert training["hyperparameters"]["bucket"] == 50000
+    # SMALL's grid: lr 0.5 (configured) and 1.0, everything else as configured
+    assert training["search"]["configs_tried"] == training["search"]["configs_in_grid"] == 2
+    assert training["search"]["heldout_used"] is False and training["search"]["selected_on"] == "validation split"
+    assert training["threshold_chosen_by"]["method"] in ("validation", "cross_validation")
+    assert "Cohen's kappa" in card and ("| chosen |" in card or "| chosen and configured |" in card)
+    assert len(quality["tuning"]["trials"]) == 2
+
+
+# ------------------------------------------------------------------------------ distil.label_source
+def _row(doc_id, task, **fields):
+    return {"doc_id": doc_id, "task": task, "prompt_id": f"{task}_v1", "prompt_hash": f"h-{task}", "model": "teacher",
+            **fields}
+
+
+def test_combined_and_separate_rows_read_alike_and_label_source_picks_the_score(tmp_path):
+    docs = [{"doc_id": f"d{i}", "text": f"page {i} about bread and ovens", "language": "en", "rule_failures": []}
+            for i in range(5)]
+    write_parquet(schemas.from_rows(docs, schemas.DOCS), tmp_path / "docs" / "part-0.parquet", schemas.DOCS)
+    probs = [0.0, 0.1, 0.6, 0.2, 0.1, 0.0]
+    labels = [
+        # combined rows: sampled 3 but expected 2.2 (below 3), sampled 2 but expected 3.4, no distribution
+        _row("d0", "labels", quality_score=3, quality_expected=2.2, quality_probs=probs, topics=["health"],
+             format=["faq", "tutorial"]),
+        _row("d1", "labels", quality_score=2, quality_expected=3.4, topics=["travel"], format=["listicle"]),
+        _row("d2", "labels", quality_score=4, topics=["games"], format=["news_article"],
+             field_errors=["unknown_topic: not in the taxonomy: 'x'"]),
+        # separate rows of one page: its score (with a distribution) and its topics
+        _row("d3", "quality", quality_score=1, quality_expected=0.8),
+        _row("d3", "topics", topics=["history"]),
+        _row("d4", "labels", error="invalid_json", raw_text="{"),
+    ]
+    write_parquet(schemas.from_rows(labels, schemas.LABELS), tmp_path / "labels" / "part-0.parquet", schemas.LABELS)
+    sampled = load_llm_labels(tmp_path / "labels", tmp_path / "docs", 3)
+    expected = load_llm_labels(tmp_path / "labels", tmp_path / "docs", 3, label_source="expected")
+    assert {d.doc_id: d.is_positive for d in sampled.docs} == {"d0": True, "d1": False, "d2": True, "d3": False}
+    # expected: d0 and d1 flip; d2 has no distribution and keeps its sampled score
+    assert {d.doc_id: d.is_positive for d in expected.docs} == {"d0": False, "d1": True, "d2": True, "d3": False}
+    assert expected.counts()["label_source"] == "expected" and expected.counts()["expected_labels"] == 3
+    assert sampled.counts()["label_source"] == "sampled" and sampled.counts()["expected_labels"] == 0
+    by_id = {d.doc_id: d for d in sampled.docs}
+    assert (by_id["d0"].quality_score, by_id["d0"].quality_expected) == (3.0, pytest.approx(2.2))
+    assert by_id["d0"].topics == ["health"] and by_id["d0"].format == ["faq", "tutorial"]
+    assert by_id["d3"].topics == ["history"] and by_id["d3"].format is None and by_id["d2"].quality_expected is None
+    assert sampled.counts()["format_labels"] == 3 and sampled.counts()["topic_labels"] == 4
+    assert sampled.skipped == {"label_error": 1}
+    assert {(p["task"], p["prompt_id"]) for p in sampled.prompts} == {
+        ("labels", "labels_v1"), ("quality", "quality_v1"), ("topics", "topics_v1")}
+    with pytest.raises(LabelsError, match="distil.label_source='mean'"):
+        load_llm_labels(tmp_path / "labels", tmp_path / "docs", 3, label_source="mean")
+
+
+@pytest.mark.parametrize("label_source", ["sampled", "expected"])
+def test_the_card_says_which_score_the_classes_were_decided_on(teacher_run, tmp_path, label_source):
+    root, _, _ = teacher_run
+    label_set = load_llm_labels(root / "labels", root / "docs", 3, label_source=label_source)
+    cfg = DistilConfig(bucket=50000, dim=32, label_source=label_source)
+    distil(label_set, cfg, tmp_path / "clf", quiet=True)
+    card = (tmp_path / "clf" / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["label_score"] == label_source
+    if label_source == "expected":  # these labels kept no distribution: every class is the sampled score's
+        assert "expected score (sum of k * p(k)" in card and "for 0 documents; the sampled score for the rest" in card
+    else:
+        assert "Quality labels: the teacher's sampled score >= 3." in card

@@ -26,12 +26,12 @@ pytestmark = pytest.mark.slow
 def test_tiny_teacher_labels_distil_into_a_loadable_artifact(tmp_path, ray_local, vllm_server):
     warcs = sorted(str(p) for p in SAMPLE_WARCS.iterdir() if p.name.endswith((".warc.gz", ".warc")))
     cfg = load_config(None, [f"out={tmp_path}", "input.warcs=" + json.dumps(warcs), f"llm.url={vllm_server.url}",
-                             "llm.model=tiny-llama", "annotate.sample=60"])
+                             "llm.model=tiny-llama", "annotate.sample=60", "annotate.consistency_sample=10"])
     extract.run(cfg, quiet=True)
     annotate.run(cfg, quiet=True)
     layout = RunLayout(tmp_path)
     labels = read_dataset(layout.dataset("labels"), schemas.LABELS).to_pylist()
-    valid_scores = [r["quality_score"] for r in labels if r["task"] == "quality" and r["error"] is None]
+    valid_scores = [r["quality_score"] for r in labels if r["task"] in ("quality", "labels") and r["error"] is None]
 
     out = tmp_path / "classifier"
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "distil", "--labels", str(layout.dataset("labels")),

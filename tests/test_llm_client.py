@@ -24,7 +24,8 @@ from pipeline.config import ConfigError, LLMConfig
 from pipeline.errors import StageStopped
 from pipeline.llm.client import EndpointRejected, LLMClient, LLMError, LLMUnavailable, check_server
 
-VALID = {"quality": '{"reason":"clear text","score":3}', "topics": '{"topics":["health"]}'}
+VALID = {"quality": '{"reason":"clear text","score":3}', "topics": '{"topics":["health"]}',
+         "labels": '{"reason":"clear text","score":3,"topics":["health"],"format":["tutorial"]}'}
 
 
 class StubLLM:
@@ -97,9 +98,25 @@ class StubLLM:
         self.server.server_close()
 
 
-def completion(content: str, finish: str = "stop") -> dict:
-    return {"model": "stub", "choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 7}}
+def completion(content: str, finish: str = "stop", logprobs: list | None = None) -> dict:
+    choice = {"message": {"role": "assistant", "content": content}, "finish_reason": finish}
+    if logprobs is not None:
+        choice["logprobs"] = {"content": logprobs}
+    return {"model": "stub", "choices": [choice], "usage": {"prompt_tokens": 11, "completion_tokens": 7}}
+
+
+def score_logprobs(content: str, probs: dict[str, float]) -> list[dict]:
+    """OpenAI-style logprobs of `content` as three tokens: before the score digit, the digit (with `probs` as
+    its top alternatives), after it."""
+    import math
+
+    at = content.index('"score":') + len('"score":')
+    token = lambda text, lp, top=(): {"token": text, "logprob": lp, "bytes": list(text.encode()),  # noqa: E731
+                                      "top_logprobs": [{"token": t, "logprob": l, "bytes": list(t.encode())}
+                                                       for t, l in top]}
+    top = [(digit, math.log(p)) for digit, p in probs.items()]
+    return [token(content[:at], 0.0), token(content[at], math.log(probs[content[at]]), top),
+            token(content[at + 1:], 0.0)]
 
 
 def task_of(body: dict) -> str:
@@ -185,6 +202,32 @@ def test_cache_answers_a_repeat_without_a_request_and_keys_on_everything(tmp_pat
         assert len(stub.bodies) == 4
 
 
+def test_logprobs_keep_only_the_score_tokens_alternatives_and_are_cached(tmp_path):
+    from pipeline.llm.parse import labels_schema
+
+    answer = VALID["labels"]
+    logprobs = score_logprobs(answer, {"3": 0.5, "4": 0.3, "2": 0.2})
+    with StubLLM(lambda body, attempt: (200, completion(answer, logprobs=logprobs), 0, {})) as stub:
+        schema = labels_schema(["health"], ["tutorial"])
+
+        def ask(client, **params):
+            async def go():
+                async with client:
+                    return await client.chat(MESSAGES, schema=schema, schema_name="labels", max_tokens=64, **params)
+            return asyncio.run(go())
+
+        first = ask(LLMClient(stub.url, "m", cache_dir=tmp_path), logprobs=True, top_logprobs=20)
+        again = LLMClient(stub.url, "m", cache_dir=tmp_path)
+        second = ask(again, logprobs=True, top_logprobs=20)
+        plain = ask(LLMClient(stub.url, "m"))  # not asked for: not kept, even when the server sends them
+    assert stub.bodies[0]["logprobs"] is True and stub.bodies[0]["top_logprobs"] == 20
+    # only the score field's token: its prefix, the sampled digit, and the alternatives there
+    assert set(first.logprobs) == {"score"} and first.logprobs["score"]["token"] == "3"
+    assert sorted(t for t, _ in first.logprobs["score"]["top"]) == ["2", "3", "4"]
+    assert again.stats.requests == 0 and second.cached and second.logprobs == first.logprobs
+    assert plain.logprobs is None and len(stub.bodies) == 2
+
+
 def test_api_key_is_sent_but_never_shown(monkeypatch):
     from pipeline.config import LLMConfig
 
@@ -239,8 +282,15 @@ def fault_script(body, attempt):
     if "MODE:malformed" in text:
         return 200, completion('{"reason":"x","score":'), 0, {}
     if "MODE:range" in text:
-        answer = '{"reason":"x","score":9}' if task == "quality" else '{"topics":["cooking"]}'
+        answer = {"quality": '{"reason":"x","score":9}', "topics": '{"topics":["cooking"]}',
+                  "labels": '{"reason":"x","score":9,"topics":["health"],"format":["faq"]}'}[task]
         return 200, completion(answer), 0, {}
+    if "MODE:badlist" in text:  # a valid score with a topic and a format outside the taxonomies
+        answer = '{"reason":"x","score":2,"topics":["health","cooking"],"format":["faq","memes"]}'
+        return 200, completion(answer, logprobs=score_logprobs(answer, {"2": 0.6, "1": 0.4})), 0, {}
+    if "MODE:probs" in text:
+        answer = VALID[task]
+        return 200, completion(answer, logprobs=score_logprobs(answer, {"3": 0.5, "4": 0.25, "5": 0.25})), 0, {}
     if "MODE:down" in text:
         return 500, {"error": "internal"}, 0, {}
     if "MODE:flaky" in text and attempt == 0:
@@ -263,7 +313,8 @@ def test_annotate_against_faults_loses_nothing_and_names_every_error(tmp_path, r
     with StubLLM(fault_script) as stub:
         cfg = load_config(None, [f"out={tmp_path}", f"llm.url={stub.url}", "llm.model=stub-model",
                                  "llm.max_retries=2", "llm.retry_backoff_s=0.01", "llm.timeout_s=0.4",
-                                 "annotate.sample=100", "annotate.shard_size=3"])
+                                 "annotate.sample=100", "annotate.shard_size=3", "annotate.mode=separate",
+                                 "annotate.consistency_sample=0"])
         summary = annotate.run(cfg, quiet=True)
         labels = read_dataset(RunLayout(tmp_path).dataset("labels"), schemas.LABELS).to_pylist()
         attempts = Counter()
@@ -290,7 +341,9 @@ def test_annotate_against_faults_loses_nothing_and_names_every_error(tmp_path, r
     # provenance is filled on every row, error or not
     for row in labels:
         assert row["prompt_id"] in ("quality_v1", "topics_v1") and len(row["prompt_hash"]) == 16
-        assert json.loads(row["sampling_params"]) == {"temperature": 0.0, "seed": 0, "max_tokens": 160}
+        scored = {"logprobs": True, "top_logprobs": 20} if row["task"] == "quality" else {}
+        assert json.loads(row["sampling_params"]) == {"temperature": 0.0, "seed": 0, "max_tokens": 160, **scored}
+        assert row["quality_probs"] is None  # the stub sent no logprobs: sampled scores only, not an error
         assert row["model"] in ("stub", "stub-model")
     # counts by kind in the summary and in report.json; failed-by-transient-error shards will be retried
     assert summary["labels"] == 16 and summary["ok"] == 8
@@ -302,6 +355,38 @@ def test_annotate_against_faults_loses_nothing_and_names_every_error(tmp_path, r
     assert report["side_stages"]["annotate"]["errored"] == summary["errors"]
     assert report["side_stages"]["annotate"]["input"] == 16 and report["side_stages"]["annotate"]["conserved"]
     assert report["annotate"]["this_run"]["retries"] == summary["this_run"]["retries"] > 0
+
+
+def test_combined_labels_against_faults_keep_valid_fields_and_errors_apart(tmp_path, ray_local):
+    texts = {"ok": "MODE:ok page about bread", "probs": "MODE:probs page", "badlist": "MODE:badlist page",
+             "malformed": "MODE:malformed", "range": "MODE:range", "down": "MODE:down"}
+    write_docs(tmp_path, texts)
+    with StubLLM(fault_script) as stub:
+        cfg = load_config(None, [f"out={tmp_path}", f"llm.url={stub.url}", "llm.model=stub-model",
+                                 "llm.max_retries=1", "llm.retry_backoff_s=0.01", "annotate.sample=100",
+                                 "annotate.shard_size=3", "annotate.consistency_sample=0"])
+        summary = annotate.run(cfg, quiet=True)
+        labels = {row["doc_id"]: row for row in read_dataset(RunLayout(tmp_path).dataset("labels"),
+                                                              schemas.LABELS).to_pylist()}
+        tasks = {task_of(body) for body in stub.bodies}
+    assert set(labels) == set(texts) and tasks == {"labels"}  # one request and one row per page
+    assert all(row["task"] == "labels" and row["prompt_id"] == "labels_v1" for row in labels.values())
+    ok = labels["ok"]
+    assert (ok["quality_score"], ok["topics"], ok["format"], ok["error"]) == (3, ["health"], ["tutorial"], None)
+    assert ok["quality_probs"] is None and ok["quality_expected"] is None  # no logprobs: sampled score only
+    probs = labels["probs"]
+    assert probs["quality_probs"] == pytest.approx([0, 0, 0, 0.5, 0.25, 0.25])
+    assert probs["quality_expected"] == pytest.approx(3.75)
+    # a valid score keeps the valid ids and records what was left out; the row is not an error
+    bad = labels["badlist"]
+    assert bad["error"] is None and bad["quality_score"] == 2 and bad["topics"] == ["health"] and bad["format"] == ["faq"]
+    assert [e.split(":")[0] for e in bad["field_errors"]] == ["unknown_topic", "unknown_format"]
+    assert bad["quality_probs"] == pytest.approx([0, 0.4, 0.6, 0, 0, 0])
+    # a malformed or out-of-range answer is an annotation error with the raw text, never a default
+    assert labels["malformed"]["error"] == "invalid_json" and labels["malformed"]["raw_text"]
+    assert labels["range"]["error"] == "score_out_of_range" and labels["range"]["topics"] is None
+    assert labels["down"]["error"] == "request_http_500"
+    assert summary["labels"] == 6 and summary["ok"] == 3 and summary["with_probs"] == 2
 
 
 # ---------------------------------------------------------------- a misconfigured endpoint stops the stage

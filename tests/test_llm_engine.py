@@ -17,7 +17,10 @@ def test_engine_backend_labels_and_shares_the_cache_with_the_server(tmp_path, ra
              "ads": "BEST DEALS!!! buy now buy now cheap cheap cheap", "verse": "Roses are red, violets are blue."}
     rows = [{"doc_id": k, "text": v, "language": "en", "rule_failures": []} for k, v in texts.items()]
     write_parquet(schemas.from_rows(rows, schemas.DOCS), tmp_path / "docs" / "part-0.parquet", schemas.DOCS)
-    common = [f"out={tmp_path}", "annotate.sample=3", f"llm.cache_dir={tmp_path / 'cache'}"]
+    # the separate prompts without score probabilities: the engine asks for no logprobs, so this is the request
+    # both backends build alike (and so share cache entries)
+    common = [f"out={tmp_path}", "annotate.sample=3", f"llm.cache_dir={tmp_path / 'cache'}", "annotate.mode=separate",
+              "annotate.score_probs=false", "annotate.consistency_sample=0"]
 
     engine = annotate.run(load_config(None, common + ["llm.backend=engine", f"llm.engine_model={tiny_model_dir}"]),
                           quiet=True)

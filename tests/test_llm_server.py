@@ -95,7 +95,9 @@ def test_server_killed_mid_run_then_restarted_completes_the_rest(tmp_path, ray_l
     write_parquet(schemas.from_rows(rows, schemas.DOCS), tmp_path / "docs" / "part-0.parquet", schemas.DOCS)
     cfg = load_config(None, [f"out={tmp_path}", f"llm.url=http://127.0.0.1:{port}/v1", "annotate.sample=40",
                              "annotate.shard_size=4", "llm.max_concurrency=2", "llm.max_retries=1",
-                             "llm.retry_backoff_s=0.05", "llm.timeout_s=20"])
+                             "llm.retry_backoff_s=0.05", "llm.timeout_s=20",
+                             # two requests per page (quality, topics) and no second pass: 80 labels to count
+                             "annotate.mode=separate", "annotate.consistency_sample=0"])
 
     cli, vllm_pid = _start_cli_server(tiny_model_dir, port, tmp_path / "server1.log")
     try:

@@ -19,6 +19,13 @@ instructions, hence its hash, plus the page text), schema, max_tokens and sampli
 after a crash, or with a larger sample, only pays for requests it has not made before. Only complete
 HTTP answers are cached (a malformed model answer is cached too: asking again at temperature 0 with the
 same seed would give the same text).
+
+Logprobs: a request with `logprobs=True, top_logprobs=N` among its parameters (annotate's score requests)
+gets them back from vLLM, also under a json_schema response format. Of those, the completion keeps only
+what a score distribution needs: for each integer field of the answer schema, the top alternatives at the
+token where its value is generated (`Completion.logprobs`, see `pipeline.llm.parse.value_logprobs`); the
+cache stores them with the answer. An answer without them (a server that does not return them) is still
+an answer: its `logprobs` is None.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from pipeline.errors import CurateError, StageStopped
+from pipeline.llm.parse import integer_fields, value_logprobs
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 # Answers to the first requests that stop the stage (EndpointRejected): wrong URL or model, refused key.
@@ -50,6 +58,9 @@ class Completion:
     latency_s: float
     cached: bool
     model: str
+    # {field: {"prefix", "token", "logprob", "top": [[token, logprob], ...]}} at the token where each integer
+    # field's value starts; None when logprobs were not requested or not returned
+    logprobs: dict[str, Any] | None = None
 
 
 class LLMUnavailable(CurateError):
@@ -185,6 +196,23 @@ def request_body(model: str, messages: list[dict[str, str]], *, schema: dict[str
     return body
 
 
+def kept_logprobs(body: dict[str, Any] | None, choice: dict[str, Any], text: str) -> dict[str, Any] | None:
+    """What a completion keeps of its logprobs: the alternatives at each integer field's value token, when
+    the request asked for logprobs and the answer schema has such fields. Never raises: odd or missing
+    logprobs are simply not kept."""
+    if not body or not body.get("logprobs"):
+        return None
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+    fields = integer_fields(schema)
+    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    if not fields or not isinstance(content, list):
+        return None
+    try:
+        return value_logprobs(text, content, fields)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
 class LLMClient:
     def __init__(self, url: str, model: str, *, api_key: str | None = None, max_concurrency: int = 16,
                  timeout_s: float = 120.0, max_retries: int = 4, retry_backoff_s: float = 0.5,
@@ -307,7 +335,7 @@ class LLMClient:
             else:
                 latency = time.perf_counter() - started
                 if response.status_code == 200:
-                    completion = self._completion(response, latency)
+                    completion = self._completion(response, latency, body)
                     if isinstance(completion, Completion):
                         self._succeeded = True
                         return completion
@@ -330,7 +358,7 @@ class LLMClient:
         self.stats.failures[kind] += 1
         raise LLMError(kind, detail, attempts=attempt + 1)
 
-    def _completion(self, response, latency: float) -> Completion | str:
+    def _completion(self, response, latency: float, body: dict[str, Any] | None = None) -> Completion | str:
         """A Completion from a 200 response, or a description of what was wrong with the body."""
         try:
             data = response.json()
@@ -342,7 +370,8 @@ class LLMClient:
         completion = Completion(text=text or "", finish_reason=choice.get("finish_reason"),
                                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                                 completion_tokens=int(usage.get("completion_tokens") or 0),
-                                latency_s=round(latency, 4), cached=False, model=data.get("model") or self.model)
+                                latency_s=round(latency, 4), cached=False, model=data.get("model") or self.model,
+                                logprobs=kept_logprobs(body, choice, text or ""))
         self.stats.completions += 1
         self.stats.prompt_tokens += completion.prompt_tokens
         self.stats.completion_tokens += completion.completion_tokens

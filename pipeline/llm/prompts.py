@@ -3,13 +3,13 @@
 File format (`prompts/quality_v1.txt`):
 
     # comment lines
-    task: quality                          header `key: value` lines (task, optional taxonomy file)
-    taxonomy: taxonomy_weborganizer_v1.txt
+    task: quality                          header `key: value` lines (task, optional taxonomy file,
+    taxonomy: taxonomy_weborganizer_v1.txt   optional `formats:` file: a second taxonomy, same format)
 
     [system]
     ...long shared instructions...
     [user]
-    ...more instructions, {{taxonomy}} if the header names a taxonomy...
+    ...more instructions, {{taxonomy}} if the header names a taxonomy ({{formats}}: the formats one)...
     <document>
     {{document}}
     </document>
@@ -34,6 +34,7 @@ from pipeline.errors import CurateError
 
 DOCUMENT = "{{document}}"
 TAXONOMY = "{{taxonomy}}"
+FORMATS = "{{formats}}"  # the second taxonomy (page formats) of a prompt that labels both
 ROLES = ("system", "user", "assistant")
 # Characters allowed after the document placeholder (closing tag, an answer cue). More would put
 # per-page text before shared text in some future edit and defeat prefix caching.
@@ -96,10 +97,15 @@ class Prompt:
     prompt_hash: str
     taxonomy: tuple[tuple[str, str], ...] | None = None
     path: str | None = None
+    formats: tuple[tuple[str, str], ...] | None = None  # the `formats:` taxonomy, when the header names one
 
     @property
     def topic_ids(self) -> list[str]:
         return [topic_id for topic_id, _ in self.taxonomy or ()]
+
+    @property
+    def format_ids(self) -> list[str]:
+        return [format_id for format_id, _ in self.formats or ()]
 
     def render(self, document: str, max_chars: int | None = None) -> list[dict[str, str]]:
         """Chat messages for one page: shared instructions, then the (truncated, neutralised) page."""
@@ -149,18 +155,20 @@ def load_prompt(prompt_id: str, prompts_dir: str | Path | None = None) -> Prompt
     taxonomy = None
     if "taxonomy" in header:
         taxonomy = load_taxonomy(folder / header["taxonomy"])
+    formats = load_taxonomy(folder / header["formats"]) if "formats" in header else None
     messages: list[tuple[str, str]] = []
     for role, content in sections:
-        if TAXONOMY in content:
-            if taxonomy is None:
-                raise PromptError(f"{path}: uses {TAXONOMY} but has no `taxonomy:` header line")
-            content = content.replace(TAXONOMY, "\n".join(f"- {tid}: {desc}" for tid, desc in taxonomy))
+        for placeholder, entries, key in ((TAXONOMY, taxonomy, "taxonomy"), (FORMATS, formats, "formats")):
+            if placeholder in content:
+                if entries is None:
+                    raise PromptError(f"{path}: uses {placeholder} but has no `{key}:` header line")
+                content = content.replace(placeholder, "\n".join(f"- {tid}: {desc}" for tid, desc in entries))
         messages.append((role, content))
 
     all_text = "\n".join(content for _, content in messages)
     unknown = sorted({m.group(0) for m in _PLACEHOLDER.finditer(all_text)} - {DOCUMENT})
     if unknown:
-        raise PromptError(f"{path}: unknown placeholder(s) {', '.join(unknown)} (only {DOCUMENT} and {TAXONOMY})")
+        raise PromptError(f"{path}: unknown placeholder(s) {', '.join(unknown)} (only {DOCUMENT}, {TAXONOMY} and {FORMATS})")
     count = all_text.count(DOCUMENT)
     if count != 1:
         raise PromptError(f"{path}: {DOCUMENT} must appear exactly once, found {count}")
@@ -175,4 +183,4 @@ def load_prompt(prompt_id: str, prompts_dir: str | Path | None = None) -> Prompt
     canonical = json.dumps({"task": task, "messages": messages}, ensure_ascii=False, sort_keys=True)
     prompt_hash = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return Prompt(prompt_id=prompt_id, task=task, messages=tuple(messages), prompt_hash=prompt_hash,
-                  taxonomy=taxonomy, path=str(path))
+                  taxonomy=taxonomy, path=str(path), formats=formats)

@@ -105,6 +105,10 @@ def server_command(model: str, *, port: int, host: str = "127.0.0.1", served_mod
         # Without disable_any_whitespace a random model pads JSON with whitespace and never closes it.
         "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
         "--enable-prefix-caching",
+        # No chunked prefill: the CPU build crashes its engine ("CPU Generator does not use offset") when a
+        # seeded request with temperature > 0 (annotate's self-consistency pass, rewrite.temperature) is
+        # prefilled in parts. Whole prompts per step need a token budget of a whole context.
+        "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max_model_len),
     ]
     if max_num_seqs is not None:
         command += ["--max-num-seqs", str(max_num_seqs)]
