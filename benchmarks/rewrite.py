@@ -98,7 +98,7 @@ def main() -> None:
     from pipeline.llm.server import VLLMServer, reset_prefix_cache
     from pipeline.llm.tiny_model import build_tiny_model
     from pipeline.runtime.executor import ensure_ray
-    from pipeline.rewrite.chunking import TokenCounter
+    from pipeline.llm.tokens import TokenCounter
     from pipeline.rewrite.stage import StyleSet, plan_doc, plan_requests
 
     work = Path(tempfile.mkdtemp(prefix="bench-rewrite-"))

@@ -552,11 +552,8 @@ class DistilStage(Stage):
         files = sorted((str(p.relative_to(self.labels_dir)), p.stat().st_size)
                        for p in parquet_files_under(self.labels_dir))
         digest = hashlib.sha256(json.dumps({"labels": files, "docs": str(self.docs_dir)}, sort_keys=True).encode())
-        key = f"labels-{digest.hexdigest()[:16]}"
-        layout = RunLayout(self.cfg.out)
-        if not (self.out_dir / "config.yaml").exists():
-            layout.marker(self.name, key).unlink(missing_ok=True)  # the classifier was removed since: train again
-        return [Shard(key=key, source=str(self.labels_dir))]
+        # a removed classifier folder is trained again: the runtime's resume rule checks installed artifacts
+        return [Shard(key=f"labels-{digest.hexdigest()[:16]}", source=str(self.labels_dir))]
 
     def resources(self) -> Resources:
         return Resources(kind="local")  # fastText trains in one process (its threads: distil.threads)

@@ -471,8 +471,7 @@ class AnnotateStage(LLMStage):
     """The sample -> labels/: one shard per `annotate.shard_size` sampled documents, answered on LLM actors;
     then the self-consistency subset -> labels_consistency/, shards of their own. Label rows carry their own
     errors (no decisions/ rows): a shard's input is its (document, task) labels, kept = valid, errored = by
-    error kind. Each shard writes a file to both datasets (the runner writes every output of a shard): the one
-    of the other pass is empty."""
+    error kind. A shard writes only its own pass's dataset."""
 
     name = STAGE
     section = "annotate"

@@ -374,51 +374,53 @@ def threshold_sources(classify_cfg) -> list[str]:
 
 
 class ScoreProfile:
-    """Per stored document: quality_prob (float32, NaN without text) and words (whitespace-separated runs);
-    tokens are words x a tokens-per-word ratio measured with a TokenCounter on a sample of the documents (the
-    same for every threshold, so kept tokens are comparable across rows). Read from scores/ without the
-    model: 12 bytes per document in memory."""
+    """Per stored document: quality_prob (float32, NaN without text) and its length in characters (the stored
+    `n_chars`); tokens are characters x a tokens-per-character ratio measured with a TokenCounter on a sample
+    of the documents (the same for every threshold, so kept tokens are comparable across rows). Read from
+    scores/ without the model and without the texts (only the sample's): 12 bytes per document in memory."""
 
-    def __init__(self, probs: np.ndarray, words: np.ndarray, tokens_per_word: float, tokenizer: str,
+    def __init__(self, probs: np.ndarray, chars: np.ndarray, tokens_per_char: float, tokenizer: str,
                  sampled_docs: int, found: dict[str, float]):
-        self.probs, self.words = probs, words
-        self.tokens_per_word, self.tokenizer, self.sampled_docs = tokens_per_word, tokenizer, sampled_docs
+        self.probs, self.chars = probs, chars
+        self.tokens_per_char, self.tokenizer, self.sampled_docs = tokens_per_char, tokenizer, sampled_docs
         self.found = found  # stored scores of the documents asked for (the held-out ones)
 
     @property
     def tokens(self) -> np.ndarray:
-        return self.words * self.tokens_per_word
+        return self.chars * self.tokens_per_char
 
     def describe(self) -> str:
-        return (f"words x {self.tokens_per_word:.3f} tokens per word (ratio measured with {self.tokenizer} on "
-                f"{self.sampled_docs} stored documents)")
+        return (f"characters x {self.tokens_per_char:.4f} tokens per character (ratio measured with "
+                f"{self.tokenizer} on {self.sampled_docs} stored documents)")
 
 
 def read_profile(paths: list[Path], counter, wanted: set[str] | None = None,
                  sample_docs: int = TOKEN_SAMPLE_DOCS) -> ScoreProfile:
-    """One pass over the score files (one file in memory at a time): scores, word counts, the token ratio
-    measured on the first documents of each file (`sample_docs` in all), and the stored scores of `wanted`."""
+    """One pass over the light columns of the score files (scores, n_chars, doc_id; one file at a time), the
+    texts of only the first documents of each file (`sample_docs` in all) to measure the token ratio, and
+    the stored scores of `wanted`."""
     per_file = -(-sample_docs // max(len(paths), 1))
-    probs, words, found = [], [], {}
-    sampled = sample_words = sample_tokens = 0
+    probs, chars, found = [], [], {}
+    sampled = sample_chars = sample_tokens = 0
     for path in paths:
-        table = pq.read_table(path, columns=["doc_id", "quality_prob", "text"])
+        table = pq.read_table(path, columns=["doc_id", "quality_prob", "n_chars"])
         probs.append(np.asarray(table.column("quality_prob").to_numpy(), dtype=np.float32))
-        counts = pc.fill_null(pc.count_substring_regex(table.column("text"), r"\S+"), 0).to_numpy().astype(np.int64)
-        words.append(counts)
+        lengths = pc.fill_null(table.column("n_chars"), 0).to_numpy().astype(np.int64)
+        chars.append(lengths)
         take = min(per_file, sample_docs - sampled, table.num_rows)
         if take > 0:
-            texts = [t or "" for t in table.column("text").slice(0, take).to_pylist()]
-            sampled += take
-            sample_words += int(counts[:take].sum())
+            batch = next(pq.ParquetFile(path).iter_batches(batch_size=take, columns=["text"]))
+            texts = [t or "" for t in batch.column("text").to_pylist()[:take]]
+            sampled += len(texts)
+            sample_chars += sum(len(t) for t in texts)
             sample_tokens += sum(counter.count_many(texts))
         if wanted:
             hit = table.filter(pc.is_in(table.column("doc_id"), value_set=pa.array(sorted(wanted), pa.string())))
             found.update(zip(hit.column("doc_id").to_pylist(), hit.column("quality_prob").to_pylist()))
     probs_all = np.concatenate(probs) if probs else np.zeros(0, np.float32)
     probs_all[~np.isfinite(probs_all)] = np.nan  # null scores (no text) read as NaN
-    return ScoreProfile(probs_all, np.concatenate(words) if words else np.zeros(0, np.int64),
-                        sample_tokens / sample_words if sample_words else 0.0, counter.name, sampled, found)
+    return ScoreProfile(probs_all, np.concatenate(chars) if chars else np.zeros(0, np.int64),
+                        sample_tokens / sample_chars if sample_chars else 0.0, counter.name, sampled, found)
 
 
 class HeldoutLabels:
@@ -919,7 +921,7 @@ class DecideStage(Stage):
             held_probs, held_labels, held_note = evaluated
         table = threshold_table(profile.probs, profile.tokens, THRESHOLD_GRID, chosen=threshold,
                                 heldout_probs=held_probs, heldout_labels=held_labels)
-        return table, {"tokens": profile.describe(), "tokens_per_word": profile.tokens_per_word,
+        return table, {"tokens": profile.describe(), "tokens_per_char": profile.tokens_per_char,
                        "tokenizer": profile.tokenizer, "heldout": held_note,
                        "heldout_docs": 0 if held_labels is None else len(held_labels)}
 

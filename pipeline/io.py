@@ -108,15 +108,17 @@ class RunLayout:
         return self.state(stage) / "_STAGE_COMPLETE.json"
 
     def is_shard_done(self, stage: str, key: str) -> bool:
-        """The one resume rule: a shard is done iff its marker exists and it recorded no transient error
-        (a source that could not be read, a request that timed out: the next run tries those again)."""
+        """The one resume rule: a shard is done iff its marker exists, it recorded no transient error (a source
+        that could not be read, a request that timed out: the next run tries those again), and the artifact
+        folders it installed (a trained classifier) are still there."""
         path = self.marker(stage, key)
         if not path.exists():
             return False
         try:
-            return json.loads(path.read_text()).get("transient_errors", 0) == 0
+            marker = json.loads(path.read_text())
         except (OSError, ValueError):
             return False  # a marker cut short by a crash: redo the shard
+        return marker.get("transient_errors", 0) == 0 and all(Path(p).is_dir() for p in marker.get("artifacts", []))
 
     def is_stage_done(self, stage: str) -> bool:
         return self.stage_marker(stage).exists()

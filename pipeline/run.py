@@ -109,8 +109,7 @@ def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = Fa
     """Counts per stage and reason, kept tokens and words per quality bucket and top topic, conservation;
     written to report.json."""
     from pipeline.report import build_report
-    from pipeline.llm.tokens import TokenCounter
-    from pipeline.llm.tokens import resolve_tokenizer
+    from pipeline.llm.tokens import TokenCounter, resolve_tokenizer
 
     layout = RunLayout(cfg.out)
     counter = TokenCounter(resolve_tokenizer(cfg))

@@ -305,7 +305,7 @@ def test_card_and_summary_report_what_each_threshold_keeps(classified):
     notes = result["threshold_notes"]
     assert notes["heldout_docs"] > 0 and "scored now with the classifier" in notes["heldout"]
     assert all(r["precision"] is not None or r["kept_docs"] == 0 for r in table)
-    assert "tokens per word" in notes["tokens"] and notes["tokens_per_word"] > 0
+    assert "tokens per character" in notes["tokens"] and notes["tokens_per_char"] > 0
     assert result["threshold_reason"] == "classifier card's threshold"
     assert _header(root)["threshold_chosen_by"] == "classifier card's threshold"
     card = (root / "corpus" / "README.md").read_text()
@@ -338,11 +338,9 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 def _tokens_kept(scores: list[dict], threshold: float, ratio: float) -> float:
-    import re
-
     import numpy as np
 
-    return sum(len(re.findall(r"\S+", r["text"] or "")) * ratio for r in scores
+    return sum((r["n_chars"] or 0) * ratio for r in scores
                if r["quality_prob"] is not None and np.float32(r["quality_prob"]) >= np.float32(threshold))
 
 
@@ -393,7 +391,7 @@ def test_target_tokens_redecides_from_the_stored_scores(classified, tmp_path, ca
     summary, printed = _redecide_by_cli(root, Path(cfg.classify.classifier), tmp_path, capsys,
                                         "--target-tokens", str(target))
     scores = _check_decided_at(root, summary)
-    ratio = summary["threshold_notes"]["tokens_per_word"]
+    ratio = summary["threshold_notes"]["tokens_per_char"]
     kept = _tokens_kept(scores, summary["threshold"], ratio)
     assert summary["threshold_reason"] == (f"target_tokens={target}: kept {round(kept)} tokens at threshold "
                                            f"{summary['threshold']:.4f}")

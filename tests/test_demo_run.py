@@ -72,7 +72,7 @@ def test_demo_command_runs_every_stage_and_stops_its_server(demo_run):
     words = sum(len(t.split()) for t in texts)
     assert sum(report["kept_words_by_quality_bucket"].values()) == sum(report["kept_words_by_topic"].values()) == words
     # tokens of the served model's own tokenizer (the tiny model's), every kept document counted
-    from pipeline.rewrite.chunking import TokenCounter
+    from pipeline.llm.tokens import TokenCounter
 
     tokens = sum(TokenCounter(out / "tiny-llama").count_many(texts))
     assert sum(report["kept_tokens_by_quality_bucket"].values()) == sum(report["kept_tokens_by_topic"].values()) == tokens

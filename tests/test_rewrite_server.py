@@ -23,7 +23,8 @@ from pipeline.llm.client import LLMUnavailable
 from pipeline.llm.server import fetch_metrics, requests_served
 from pipeline.report import build_report
 from pipeline.rewrite.checks import COPIED_INPUT, EMPTY_OUTPUT, LANGUAGE_MISMATCH, QA_UNPARSEABLE, TRUNCATED_OUTPUT
-from pipeline.rewrite.chunking import TokenCounter, chunk_text, split_paragraphs
+from pipeline.llm.tokens import TokenCounter
+from pipeline.rewrite.chunking import chunk_text, split_paragraphs
 
 SAMPLE_WARCS = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
 CHUNK_TOKENS = 256

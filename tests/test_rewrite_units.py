@@ -20,7 +20,8 @@ from pipeline.rewrite.checks import (
     format_qa_pairs,
     parse_qa_pairs,
 )
-from pipeline.rewrite.chunking import TokenCounter, chunk_text, estimate_tokens, split_paragraphs
+from pipeline.llm.tokens import TokenCounter, estimate_tokens
+from pipeline.rewrite.chunking import chunk_text, split_paragraphs
 from pipeline.rewrite.stage import BELOW_THRESHOLD, NO_QUALITY_SCORE, STYLE_NOT_SELECTED, StyleSet
 
 HIGH = ["qa_pairs_v1", "distill_v1", "knowledge_list_v1"]

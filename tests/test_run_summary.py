@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipeline import schemas
 from pipeline.io import write_parquet
-from pipeline.rewrite.chunking import TokenCounter, estimate_tokens
+from pipeline.llm.tokens import TokenCounter, estimate_tokens
 from pipeline.run import kept_totals
 
 PAGES = [

@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Callable
 
-from pipeline.llm.tokens import TokenCounter, estimate_tokens  # noqa: F401 - re-exported
+from pipeline.llm.tokens import TokenCounter
 
 # A sentence ends after ., !, ? (optionally a closing quote or bracket) and the spaces that follow, or right
 # after a CJK full stop / exclamation / question mark (no space follows those).

@@ -67,7 +67,9 @@ def write_shard(stage: Stage, shard: Shard, result: ShardResult, started: float)
 
 def _write_files(stage: Stage, shard: Shard, result: ShardResult, started: float, layout: RunLayout) -> dict[str, Any]:
     for output in stage.outputs:
-        table = _as_table(result.rows.get(output.dataset, []), output.schema)
+        if output.dataset not in result.rows:
+            continue  # a shard that makes no rows of this output at all (one pass of a two-output stage)
+        table = _as_table(result.rows[output.dataset], output.schema)  # empty rows: an empty file, same schema
         write_parquet(table, layout.dataset(output.dataset) / f"{shard.key}.parquet", output.schema)
     if stage.writes_decisions:
         write_parquet(_as_table(result.decisions, schemas.DECISIONS),
@@ -76,6 +78,7 @@ def _write_files(stage: Stage, shard: Shard, result: ShardResult, started: float
         replace_dir(Path(folder), Path(destination))
     marker = result.stats.to_json()
     marker["transient_errors"] = result.transient
+    marker["artifacts"] = sorted(str(Path(destination).absolute()) for destination in result.artifacts)
     marker.setdefault("seconds", round(time.perf_counter() - started, 3))
     write_json(marker, layout.marker(stage.name, shard.key))
     return marker

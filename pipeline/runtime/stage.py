@@ -50,7 +50,8 @@ class Shard:
 
 @dataclass
 class ShardResult:
-    """What `process` returns: rows per output dataset, decision rows (one per record that left: dropped or
+    """What `process` returns: rows per output dataset (an empty list writes an empty file with the schema; an
+    output the shard does not name gets no file), decision rows (one per record that left: dropped or
     errored, with a reason) and the shard's counts. `transient` counts the records that failed for a
     reason worth another try (a source that could not be fetched, a request that timed out): a shard with
     any is written, but not done, and the next run redoes it. `artifacts` are folders made by the stage
