@@ -48,6 +48,8 @@ def front_matter(config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, A
         "model_file": quality["model_file"],
         "topics_model_file": topics["model_file"] if topics else None,
         "topics": sorted(topics["labels"].values()) if topics else [],
+        "formats_model_file": config["formats"]["model_file"] if config.get("formats") else None,
+        "formats": sorted(config["formats"]["labels"].values()) if config.get("formats") else [],
         "metrics": {
             "heldout_roc_auc": _round(q["roc_auc"]),
             "heldout_precision": _round(q["precision"]),
@@ -57,6 +59,8 @@ def front_matter(config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, A
             "heldout_keep_rate": _round(q["keep_rate"]),
             "topics_macro_agreement": _round(metrics["topics"].get("macro_agreement")),
             "topics_macro_f1": _round(metrics["topics"].get("macro_f1")),
+            "formats_macro_agreement": _round((metrics.get("formats") or {}).get("macro_agreement")),
+            "formats_macro_f1": _round((metrics.get("formats") or {}).get("macro_f1")),
         },
     }
 
@@ -162,6 +166,21 @@ def training_section(config: dict[str, Any], metrics: dict[str, Any], top: int =
     return lines + [""]
 
 
+def tag_model_lines(section: dict[str, Any] | None, tag_metrics: dict[str, Any], noun: str) -> list[str]:
+    """The card's paragraph on one one-vs-all tag model (topics or formats), or why there is none."""
+    if not section:
+        return [f"No {noun} model: {tag_metrics.get('skipped')}.", ""]
+    return [
+        f"{noun.capitalize()}s: one-vs-all model over {len(section['labels'])} {noun}s; a {noun} applies when its "
+        f"probability >= {section['threshold']}. Held-out macro agreement with the teacher "
+        f"{tag_metrics.get('macro_agreement', float('nan')):.3f}, macro F1 "
+        f"{tag_metrics.get('macro_f1', float('nan')):.3f} (per {noun} in metrics.json). fastText label of each {noun}:",
+        "",
+        *[f"- `{label}`: {tag}" for label, tag in section["labels"].items()],
+        "",
+    ]
+
+
 def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     header = front_matter(config, metrics)
     add_training_front_matter(header, config, metrics)
@@ -194,6 +213,7 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         "clf.score([\"some text\"])       # P(high quality), numpy array",
         "clf.predict([\"some text\"])     # keep/drop at the decision threshold",
         *(["clf.predict_topics([\"some text\"])"] if topics else []),
+        *(["clf.predict_formats([\"some text\"])"] if config.get("formats") else []),
         "",
         "import fasttext",
         f"model = fasttext.load_model(\"THIS_FOLDER/{quality['model_file']}\")",
@@ -219,19 +239,8 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         _training_line(config.get("distil") or {}),
         "",
     ]
-    if topics:
-        t = metrics["topics"]
-        lines += [
-            f"Topics: one-vs-all model over {len(topics['labels'])} topics; a topic applies when its probability "
-            f">= {topics['threshold']}. Held-out macro agreement with the teacher "
-            f"{t.get('macro_agreement', float('nan')):.3f}, macro F1 {t.get('macro_f1', float('nan')):.3f} "
-            "(per topic in metrics.json). fastText label of each topic:",
-            "",
-            *[f"- `{label}`: {topic}" for label, topic in topics["labels"].items()],
-            "",
-        ]
-    else:
-        lines += [f"No topic model: {metrics['topics'].get('skipped')}.", ""]
+    for kind, noun in (("topics", "topic"), ("formats", "format")):
+        lines += tag_model_lines(config.get(kind), metrics.get(kind) or {"skipped": "not trained"}, noun)
     lines += training_section(config, metrics)
     lines += [
         "## Intended use",

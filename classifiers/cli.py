@@ -108,14 +108,16 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
 def score_stream(classifier, stream: IO[str], out: IO[str], *, fmt: str = "auto", keep_text: bool = False,
                  batch_size: int = 1024, threshold: float | None = None) -> int:
     """Write one JSON line per input document: its fields (text only with keep_text), `line`,
-    `quality_prob` (null for an empty text), `keep`, and `topics` ([[topic, prob], ...]) when the artifact
-    has a topic model. Returns the number of documents scored."""
+    `quality_prob` (null for an empty text), `keep`, and `topics` ([[topic, prob], ...]) / `format`
+    ([[format, prob], ...]) when the artifact has a topic / format model. Returns the number of documents
+    scored."""
     cut = classifier.threshold if threshold is None else threshold
     count = 0
     for batch in _batches(iter_documents(stream, fmt), batch_size):
         texts = [text for _, _, text in batch]
         scores = classifier.score(texts)
         topics = classifier.predict_topics(texts) if classifier.topics_model is not None else None
+        formats = classifier.predict_formats(texts) if classifier.formats_model is not None else None
         for i, (number, obj, _) in enumerate(batch):
             row = {k: v for k, v in (obj or {}).items() if keep_text or k != "text"}
             if keep_text and obj is None:
@@ -126,6 +128,8 @@ def score_stream(classifier, stream: IO[str], out: IO[str], *, fmt: str = "auto"
             row["keep"] = bool(not math.isnan(prob) and prob >= cut)
             if topics is not None:
                 row["topics"] = [[name, round(p, 6)] for name, p in topics[i]]
+            if formats is not None:
+                row["format"] = [[name, round(p, 6)] for name, p in formats[i]]
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += len(batch)
     return count
@@ -185,8 +189,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"classifier {args.classifier} on {label_set.source}"
           + (" (held-out documents only)" if args.heldout_only else ""))
     print(evaluate.format_quality(result["quality"]))
-    if "topics" in result:
-        print(evaluate.format_topics(result["topics"]))
+    for kind in ("topics", "formats"):
+        if kind in result:
+            print(evaluate.format_topics(result[kind], kind))
     if label_set.skipped:
         print(f"labels skipped: {dict(sorted(label_set.skipped.items()))}")
     return 0

@@ -41,8 +41,8 @@ import numpy as np
 import yaml
 
 from classifiers import evaluate
-from classifiers.artifact import (FORMAT, LABEL_PREFIX, NEGATIVE_LABEL, POSITIVE_LABEL, load_fasttext,
-                                  positive_probabilities, topic_probabilities)
+from classifiers.artifact import (FORMAT, LABEL_PREFIX, NEGATIVE_LABEL, POSITIVE_LABEL, TAG_KINDS, load_fasttext,
+                                  positive_probabilities, tag_probabilities)
 from classifiers.card import render_card
 from classifiers.labels import LabelledDoc, LabelSet, LabelsError, load_llm_labels, parquet_files_under
 from classifiers.normalize import normalize_text
@@ -392,33 +392,42 @@ def distil_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConf
     return section, metrics
 
 
-def distil_topics(docs: list[LabelledDoc], cfg: DistilConfig, workdir: Path,
-                  model_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """One-vs-all topic model; (None, {"skipped": reason}) when the labels cannot support one."""
-    labelled = [d for d in docs if d.topics is not None]
+def tags_of(doc: LabelledDoc, kind: str) -> list[str] | None:
+    """A document's teacher tags of `kind` (topics, or formats from the combined labels); None: not labelled."""
+    return doc.topics if kind == "topics" else doc.format
+
+
+def distil_tags(docs: list[LabelledDoc], kind: str, cfg: DistilConfig, workdir: Path,
+                model_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """One-vs-all model over the teacher's tags of `kind` ("topics" or "formats"), split stratified by each
+    document's first tag; (None, {"skipped": reason}) when the labels cannot support one."""
+    noun = TAG_KINDS[kind]
+    labelled = [d for d in docs if tags_of(d, kind) is not None]
     if not labelled:
-        return None, {"skipped": "no topic labels"}
-    distinct = Counter(t for d in labelled for t in d.topics)
-    with_topic = [d for d in labelled if d.topics]
-    if len(with_topic) < cfg.min_labels or len(distinct) < 2:
-        return None, {"skipped": f"{len(with_topic)} documents with a topic and {len(distinct)} distinct topics; "
-                                 f"need distil.min_labels={cfg.min_labels} documents and 2 topics"}
+        return None, {"skipped": f"no {noun} labels"}
+    distinct = Counter(t for d in labelled for t in tags_of(d, kind))
+    with_tag = [d for d in labelled if tags_of(d, kind)]
+    if len(with_tag) < cfg.min_labels or len(distinct) < 2:
+        return None, {"skipped": f"{len(with_tag)} documents with a {noun} and {len(distinct)} distinct {kind}; "
+                                 f"need distil.min_labels={cfg.min_labels} documents and 2 {kind}"}
     mapping = topic_label_map(list(distinct))
-    label_of = {topic: label for label, topic in mapping.items()}
+    label_of = {tag: label for label, tag in mapping.items()}
     texts = [normalize_text(d.text) for d in labelled]
-    rest, heldout = stratified_split([(d.topics or [""])[0] for d in labelled], cfg.holdout_fraction, cfg.seed)
-    # fastText skips lines without a label: documents with no topic only serve as held-out negatives
-    lines = [" ".join(label_of[t] for t in labelled[i].topics) + " " + texts[i] for i in rest if labelled[i].topics]
-    model, lr_used, _ = train_fasttext(lines, cfg, workdir, "topics", loss="ova")
-    model.save_model(str(model_dir / "topics.bin"))
-    shipped = load_fasttext(model_dir / "topics.bin")
-    probs = topic_probabilities(shipped, [texts[i] for i in heldout], mapping)
-    per_topic = evaluate.topic_agreement([set(labelled[i].topics) for i in heldout], probs, sorted(distinct),
-                                         cfg.topic_threshold)
-    metrics = {"n": len(heldout), **evaluate.summarize_topics(per_topic), "per_topic": per_topic,
+    tags = [tags_of(d, kind) for d in labelled]
+    rest, heldout = stratified_split([(t or [""])[0] for t in tags], cfg.holdout_fraction, cfg.seed)
+    # fastText skips lines without a label: documents with no tag only serve as held-out negatives
+    lines = [" ".join(label_of[t] for t in tags[i]) + " " + texts[i] for i in rest if tags[i]]
+    model, lr_used, _ = train_fasttext(lines, cfg, workdir, kind, loss="ova")
+    model_file = f"{kind}.bin"
+    model.save_model(str(model_dir / model_file))
+    shipped = load_fasttext(model_dir / model_file)
+    probs = tag_probabilities(shipped, [texts[i] for i in heldout], mapping)
+    threshold = cfg.topic_threshold if kind == "topics" else cfg.format_threshold
+    per_tag = evaluate.topic_agreement([set(tags[i]) for i in heldout], probs, sorted(distinct), threshold)
+    metrics = {"n": len(heldout), **evaluate.summarize_topics(per_tag), "per_topic": per_tag,
                "split": {"train": len(lines), "heldout": len(heldout)}, "lr_used": lr_used,
                "train_counts": dict(sorted(distinct.items()))}
-    section = {"model_file": "topics.bin", "labels": mapping, "threshold": cfg.topic_threshold, "loss": "ova"}
+    section = {"model_file": model_file, "labels": mapping, "threshold": threshold, "loss": "ova"}
     return section, metrics
 
 
@@ -446,19 +455,20 @@ def write_artifact(label_set: LabelSet, cfg: DistilConfig, folder: Path) -> dict
     with tempfile.TemporaryDirectory(prefix="distil-") as work:
         workdir = Path(work)
         quality_section, quality_metrics = distil_quality(quality_docs, label_set, cfg, workdir, folder)
-        topic_docs = [d for d in label_set.docs if normalize_text(d.text)]
-        topics_section, topics_metrics = distil_topics(topic_docs, cfg, workdir, folder)
+        tag_docs = [d for d in label_set.docs if normalize_text(d.text)]
+        tag_results = {kind: distil_tags(tag_docs, kind, cfg, workdir, folder) for kind in TAG_KINDS}
     heldout_ids = quality_section.pop("heldout_doc_ids")
     config = {
         "format": FORMAT,
         "normalization": "newlines become spaces (classifiers.normalize.normalize_text); blank text is empty",
         "quality": quality_section,
-        "topics": topics_section,
+        **{kind: section for kind, (section, _) in tag_results.items()},
         "distil": cfg.model_dump(),
         "teacher": {"models": label_set.teacher_models, "prompts": label_set.prompts,
                     "source": label_set.source},
     }
-    metrics = {"quality": quality_metrics, "topics": topics_metrics, "labels": label_set.counts()}
+    metrics = {"quality": quality_metrics, **{kind: m for kind, (_, m) in tag_results.items()},
+               "labels": label_set.counts()}
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     write_json(metrics, folder / "metrics.json")
     (folder / "heldout_doc_ids.txt").write_text("".join(f"{i}\n" for i in heldout_ids))
@@ -467,8 +477,8 @@ def write_artifact(label_set: LabelSet, cfg: DistilConfig, folder: Path) -> dict
 
 
 def describe(metrics: dict[str, Any], out_dir: Path) -> str:
-    """What was trained: the split, the held-out metrics, the topic model, where the classifier is."""
-    quality, topics = metrics["quality"], metrics["topics"]
+    """What was trained: the split, the held-out metrics, the topic and format models, where the classifier is."""
+    quality = metrics["quality"]
     split = quality["split"]
     lines = [f"[distil] quality model: {split['train']} train / {split['validation']} validation / "
              f"{split['heldout']} held-out documents"]
@@ -487,8 +497,10 @@ def describe(metrics: dict[str, Any], out_dir: Path) -> str:
             if choice["method"] == "cross_validation" else f"validation split ({choice['documents']} documents)"))
     lines += ["[distil] held-out metrics (never used for training, tuning or the threshold):",
               evaluate.format_quality(quality)]
-    lines.append(f"[distil] topics: skipped ({topics['skipped']})" if "skipped" in topics
-                 else evaluate.format_topics(topics))
+    for kind in TAG_KINDS:
+        tag_metrics = metrics.get(kind) or {"skipped": "not trained"}
+        lines.append(f"[distil] {kind}: skipped ({tag_metrics['skipped']})" if "skipped" in tag_metrics
+                     else evaluate.format_topics(tag_metrics, kind))
     lines.append(f"[distil] classifier written to {out_dir}")
     return "\n".join(lines)
 

@@ -188,8 +188,8 @@ def summarize_topics(per_topic: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def evaluate_classifier(classifier, label_set, doc_ids: set[str] | None = None,
                         threshold: float | None = None) -> dict[str, Any]:
     """Score `label_set` (classifiers.labels.LabelSet) with a loaded QualityClassifier and compare with its
-    labels: the quality metrics at the classifier's threshold, and per-topic agreement when both the
-    artifact and the labels have topics. `doc_ids` restricts the comparison (e.g. to the held-out ids)."""
+    labels: the quality metrics at the classifier's threshold, and per-topic (per-format) agreement when both
+    the artifact and the labels have topics (formats). `doc_ids` restricts the comparison (e.g. to the held-out ids)."""
     docs = [d for d in label_set.docs if doc_ids is None or d.doc_id in doc_ids]
     quality_docs = [d for d in docs if d.is_positive is not None]
     scores = classifier.score([d.text for d in quality_docs])
@@ -198,12 +198,15 @@ def evaluate_classifier(classifier, label_set, doc_ids: set[str] | None = None,
     cut = classifier.threshold if threshold is None else threshold
     result: dict[str, Any] = {"quality": quality_metrics(labels, scores[scored], cut),
                               "unscorable_empty_text": int((~scored).sum())}
-    topic_docs = [d for d in docs if d.topics is not None]
-    if classifier.topics_model is not None and topic_docs:
-        probs = classifier.topic_scores([d.text for d in topic_docs])
-        topics = sorted(set(classifier.topics) | {t for d in topic_docs for t in d.topics})
-        per_topic = topic_agreement([set(d.topics) for d in topic_docs], probs, topics, classifier.topic_threshold)
-        result["topics"] = {"n": len(topic_docs), **summarize_topics(per_topic), "per_topic": per_topic}
+    for kind, attribute in (("topics", "topics"), ("formats", "format")):
+        tagged = [d for d in docs if getattr(d, attribute) is not None]
+        if classifier.tag_model(kind) is None or not tagged:
+            continue
+        probs = classifier.tag_scores(kind, [d.text for d in tagged])
+        tags = sorted(set(classifier.tags(kind)) | {t for d in tagged for t in getattr(d, attribute)})
+        per_tag = topic_agreement([set(getattr(d, attribute)) for d in tagged], probs, tags,
+                                  classifier.tag_threshold(kind))
+        result[kind] = {"n": len(tagged), **summarize_topics(per_tag), "per_topic": per_tag}
     return result
 
 
@@ -223,8 +226,9 @@ def format_quality(metrics: dict[str, Any]) -> str:
     ])
 
 
-def format_topics(metrics: dict[str, Any]) -> str:
-    lines = [f"topics: {metrics.get('topics_evaluated', 0)} evaluated, macro agreement "
+def format_topics(metrics: dict[str, Any], kind: str = "topics") -> str:
+    """One readable block for the per-tag metrics of a topic (or format) model."""
+    lines = [f"{kind}: {metrics.get('topics_evaluated', 0)} evaluated, macro agreement "
              f"{metrics.get('macro_agreement', float('nan')):.3f}, macro F1 {metrics.get('macro_f1', float('nan')):.3f}"]
     for topic, m in metrics.get("per_topic", {}).items():
         lines.append(f"  {topic:<32} support {m['support']:>5}  agreement {m['agreement']:.3f}  F1 {m['f1']:.3f}")

@@ -132,14 +132,19 @@ def labelled_texts(folder: str | Path, *, min_chars: int = 200, max_chars: int =
 
 ARTICLE_TOPIC = "News & Articles"
 BOILERPLATE_TOPIC = "Navigation & Site Furniture"
+# WebOrganizer format ids (prompts/taxonomy_weborganizer_formats_v1.txt) for the two kinds of text
+ARTICLE_FORMAT = "news_article"
+BOILERPLATE_FORMAT = "content_listing"
 
 
 def as_teacher_labels(texts: list[LabelledText], *, model: str = "extraction-benchmark-ground-truth",
-                      errors_every: int = 0) -> tuple[list[dict], list[dict]]:
+                      errors_every: int = 0, combined: bool = False) -> tuple[list[dict], list[dict]]:
     """(docs rows, labels rows) shaped like extract's docs/ and annotate's labels/ (schemas.DOCS, LABELS):
     the person-made ground truth plays the teacher. Articles score 3-5 with topic ARTICLE_TOPIC, boilerplate
     0-2 with BOILERPLATE_TOPIC; with `errors_every` = n, every n-th document's quality label is an
-    annotation error instead (to exercise skipping)."""
+    annotation error instead (to exercise skipping). `combined`: one `labels` row per document, as the
+    combined prompt answers (score, topics, and format ARTICLE_FORMAT / BOILERPLATE_FORMAT), instead of a
+    `quality` and a `topics` row."""
     docs: list[dict] = []
     labels: list[dict] = []
     for i, item in enumerate(texts):
@@ -147,6 +152,15 @@ def as_teacher_labels(texts: list[LabelledText], *, model: str = "extraction-ben
                      "text": item.text, "language": "en", "n_chars": len(item.text), "rule_failures": []})
         score = 3 + i % 3 if item.label else i % 3
         common = {"doc_id": item.doc_id, "model": model, "sampling_params": "{}"}
+        if combined:
+            row = {**common, "task": "labels", "prompt_id": "labels_v1", "prompt_hash": "benchmark"}
+            if errors_every and i % errors_every == 0:
+                row.update(error="annotation_error", error_detail="invented for the test", raw_text="{")
+            else:
+                row.update(quality_score=score, topics=[ARTICLE_TOPIC if item.label else BOILERPLATE_TOPIC],
+                           format=[ARTICLE_FORMAT if item.label else BOILERPLATE_FORMAT])
+            labels.append(row)
+            continue
         if errors_every and i % errors_every == 0:
             labels.append({**common, "task": "quality", "prompt_id": "quality_v1", "prompt_hash": "benchmark",
                            "error": "annotation_error", "error_detail": "invented for the test", "raw_text": "{"})
@@ -159,14 +173,14 @@ def as_teacher_labels(texts: list[LabelledText], *, model: str = "extraction-ben
 
 
 def write_teacher_run(root: str | Path, texts: list[LabelledText], *, errors_every: int = 0,
-                      docs_files: int = 1) -> tuple[list[dict], list[dict]]:
+                      docs_files: int = 1, combined: bool = False) -> tuple[list[dict], list[dict]]:
     """Write `root`/docs (in `docs_files` Parquet files) and `root`/labels from `as_teacher_labels(texts)`:
     a run folder that `curate distil --labels root/labels --docs root/docs` reads like annotate's output."""
     from pipeline import schemas
     from pipeline.io import write_parquet
 
     root = Path(root)
-    docs, labels = as_teacher_labels(texts, errors_every=errors_every)
+    docs, labels = as_teacher_labels(texts, errors_every=errors_every, combined=combined)
     size = -(-len(docs) // docs_files)
     for i in range(docs_files):
         write_parquet(schemas.from_rows(docs[i * size:(i + 1) * size], schemas.DOCS),

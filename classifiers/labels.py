@@ -190,7 +190,8 @@ def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshol
 
 def parse_jsonl_label(line: str, where: str, label_threshold: float, index: int) -> LabelledDoc:
     """One user label: {"text": ..., "label": 0|1} or {"text": ..., "score": 0-5}, optional "id"/"doc_id"
-    and "topics". Raises LabelsError naming `where` (file:line) and the problem."""
+    "topics" and "format" (WebOrganizer format ids). Raises LabelsError naming `where` (file:line) and the
+    problem."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -213,13 +214,15 @@ def parse_jsonl_label(line: str, where: str, label_threshold: float, index: int)
             raise LabelsError(f"{where}: 'score' must be a number from 0 to 5, got {value!r}")
         score = float(value)
         positive = score >= label_threshold
-    topics = obj.get("topics")
-    if topics is not None and not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
-        raise LabelsError(f"{where}: 'topics' must be a list of strings, got {topics!r}")
-    if positive is None and topics is None:
-        raise LabelsError(f"{where}: needs 'label' (0/1), 'score' (0-5) or 'topics'")
-    return LabelledDoc(doc_id=doc_id, text=text, quality_score=score, is_positive=positive,
-                       topics=sorted(set(topics)) if topics is not None else None)
+    tags = {}
+    for field in ("topics", "format"):
+        value = obj.get(field)
+        if value is not None and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+            raise LabelsError(f"{where}: '{field}' must be a list of strings, got {value!r}")
+        tags[field] = sorted(set(value)) if value is not None else None
+    if positive is None and tags["topics"] is None and tags["format"] is None:
+        raise LabelsError(f"{where}: needs 'label' (0/1), 'score' (0-5), 'topics' or 'format'")
+    return LabelledDoc(doc_id=doc_id, text=text, quality_score=score, is_positive=positive, **tags)
 
 
 def load_jsonl_labels(path: str | Path, label_threshold: float) -> LabelSet:

@@ -183,9 +183,8 @@ class TaskSet:
             self.params["temperature"] = temperature
         if seed is not None:
             self.params["seed"] = seed
-        # vLLM's server returns the score token's alternatives; the in-process engine backend is not asked
-        # for them (its sampling parameters take no OpenAI logprob fields): its scores are sampled only.
-        self.logprobs = cfg.llm.backend == "server" and annotate.score_probs
+        # Both backends return the score token's alternatives (the engine's converted to the server's shape).
+        self.logprobs = annotate.score_probs
         if self.mode == "combined":
             if sorted(annotate.tasks) != ["quality", "topics"]:
                 raise ConfigError(f"annotate.tasks={list(annotate.tasks)} applies to annotate.mode=separate: "

@@ -3,7 +3,7 @@ kept corpus as sharded Parquet. Two stages of the runtime (pipeline.runtime), ru
 
 - `ScoreStage` (`classify-score`, Ray actor pool, the model loaded once per actor by `setup`): every input
   file of unique/ (or docs/, or `classify.docs`) becomes `scores/part-<shard>.parquet` with the SCORED schema
-  (quality_prob, topics, topic_probs). Nothing is decided here. Its plan identity is the classifier: the
+  (quality_prob, topics, topic_probs, format, format_probs). Nothing is decided here. Its plan identity is the classifier: the
   same classifier reuses every stored score, another one rescores everything.
 - `DecideStage` (`classify`, in the driver, cheap, no model): for each stored score shard,
   `quality_prob >= threshold` keeps the document, else it is dropped with reason `below_quality` (`no_text`
@@ -71,29 +71,30 @@ def as_unique(table: pa.Table) -> pa.Table:
     return table.select(schemas.UNIQUE.names).cast(schemas.UNIQUE)
 
 
-def score_batch(classifier, table: pa.Table, topics_top_k: int) -> pa.Table:
-    """Pure scoring step: UNIQUE rows -> SCORED rows (quality_prob; the top-k topics and their probabilities
-    when the classifier has a topic model, else nulls). Empty texts get null scores."""
-    probs, topic_scores = classifier.score_with_topics(table.column("text").to_pylist())
+def top_tags(scores: list[dict[str, float]] | None, k: int, n_rows: int) -> tuple[pa.Array, pa.Array]:
+    """The k most probable tags per row and their probabilities (ties by name), as two list columns; nulls
+    for a row with no scores (empty text) and for every row when there is no model."""
+    if scores is None:
+        return pa.nulls(n_rows, pa.list_(pa.string())), pa.nulls(n_rows, pa.list_(pa.float32()))
+    names: list[list[str] | None] = []
+    values: list[list[float] | None] = []
+    for row in scores:
+        top = sorted(row.items(), key=lambda kv: (-kv[1], kv[0]))[:k] if row else None
+        names.append([t for t, _ in top] if top else None)
+        values.append([p for _, p in top] if top else None)
+    return pa.array(names, pa.list_(pa.string())), pa.array(values, pa.list_(pa.float32()))
+
+
+def score_batch(classifier, table: pa.Table, topics_top_k: int, formats_top_k: int = 2) -> pa.Table:
+    """Pure scoring step: UNIQUE rows -> SCORED rows (quality_prob; the top-k topics and formats with their
+    probabilities when the classifier has those models, else nulls). Empty texts get null scores."""
+    probs, tag_scores = classifier.score_all(table.column("text").to_pylist())
     quality = pa.array(probs, pa.float32(), mask=np.isnan(probs))
-    if topic_scores is not None:
-        names: list[list[str] | None] = []
-        values: list[list[float] | None] = []
-        for scores in topic_scores:
-            if not scores:
-                names.append(None)
-                values.append(None)
-                continue
-            top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:topics_top_k]
-            names.append([t for t, _ in top])
-            values.append([p for _, p in top])
-        topics = pa.array(names, pa.list_(pa.string()))
-        topic_probs = pa.array(values, pa.list_(pa.float32()))
-    else:
-        topics = pa.nulls(table.num_rows, pa.list_(pa.string()))
-        topic_probs = pa.nulls(table.num_rows, pa.list_(pa.float32()))
+    topics, topic_probs = top_tags(tag_scores["topics"], topics_top_k, table.num_rows)
+    formats, format_probs = top_tags(tag_scores["formats"], formats_top_k, table.num_rows)
     return (table.append_column("quality_prob", quality).append_column("topics", topics)
-            .append_column("topic_probs", topic_probs))
+            .append_column("topic_probs", topic_probs).append_column("format", formats)
+            .append_column("format_probs", format_probs))
 
 
 def classifier_fingerprint(classifier_dir: str | Path) -> str:
@@ -159,8 +160,9 @@ def check_classifier(folder: Path) -> None:
     try:
         config = yaml.safe_load(config_path.read_text())
         files = {"quality": config["quality"]["model_file"]}
-        if config.get("topics"):
-            files["topics"] = config["topics"]["model_file"]
+        for kind in ("topics", "formats"):
+            if config.get(kind):
+                files[kind] = config[kind]["model_file"]
     except (yaml.YAMLError, TypeError, KeyError) as exc:
         raise ClassifyError(f"--classifier {folder}: {config_path} is not a classifier config "
                             f"({type(exc).__name__}: {exc})") from None
@@ -193,7 +195,8 @@ class ScoreStage(Stage):
         return self._fingerprint
 
     def settings(self) -> dict[str, Any]:
-        return {"classify.topics_top_k": self.cfg.classify.topics_top_k}
+        return {"classify.topics_top_k": self.cfg.classify.topics_top_k,
+                "classify.formats_top_k": self.cfg.classify.formats_top_k}
 
     def plan_identity(self) -> dict[str, Any]:
         # another classifier (or another input folder whose files have the same names) rescores everything
@@ -233,7 +236,8 @@ class ScoreStage(Stage):
             batches = parquet.iter_batches(batch_size=self.cfg.classify.batch_size, columns=columns)
             for batch in read_ahead(batches, reader):
                 parts.append(score_batch(classifier, as_unique(pa.Table.from_batches([batch])),
-                                         self.cfg.classify.topics_top_k).cast(schemas.SCORED))
+                                         self.cfg.classify.topics_top_k,
+                                         self.cfg.classify.formats_top_k).cast(schemas.SCORED))
         table = pa.concat_tables(parts) if parts else schemas.SCORED.empty_table()
         stats.input = stats.kept = table.num_rows  # every document gets a row (null scores without text)
         stats.extra["peak_rss_mb"] = peak_rss_mb()
@@ -712,7 +716,8 @@ def dataset_card(cfg, layout: RunLayout, plan: dict[str, Any], threshold: float,
         "## Schema", "",
         "| column | type |", "|---|---|", *schema_lines, "",
         "`quality_prob`: P(high quality) from the classifier; `topics`/`topic_probs`: the classifier's most "
-        "probable topics, most probable first (null without a topic model). The dedup columns are null when "
+        "probable topics, most probable first (null without a topic model); `format`/`format_probs`: the same "
+        "for the WebOrganizer format ids (null without a format model). The dedup columns are null when "
         "the input was docs/.", "",
     ])
 

@@ -242,15 +242,16 @@ class DistilConfig(Section):
     validation_fraction: float = Field(default=0.15, gt=0, lt=1)
     threshold_target: Literal["keep_rate", "precision", "f1"] = "f1"
     target_value: float = Field(default=0.5, gt=0, le=1)
-    # A topic is assigned when its one-vs-all probability reaches this.
+    # A topic (a format) is assigned when its one-vs-all probability reaches this.
     topic_threshold: float = Field(default=0.5, gt=0, lt=1)
+    format_threshold: float = Field(default=0.5, gt=0, lt=1)
     quantize: bool = False
     # Quantise (.ftz) only from this many training examples: product quantisation needs enough rows.
     quantize_min_labels: int = Field(default=5000, ge=100)
     # Tune the quality model's lr / epoch / word_ngrams / dim / min_count on the validation split (never the
     # held-out one): the configured values above first, then the grid in a seeded order, until tune_budget_s
     # is spent; the best validation ROC AUC wins (ties: the smaller, then cheaper-to-train model). An axis
-    # missing from tune_grid stays at its configured value. The topic model keeps the configured values.
+    # missing from tune_grid stays at its configured value. The topic and format models keep the configured values.
     # The default grid stays at or below the configured lr and epoch, with n-grams of 2 and 3: unigram and
     # high-lr/many-epoch models saturate on small label sets (P(hq) = 1 for many texts), see docs/classifier.md.
     tune: bool = True
@@ -300,6 +301,8 @@ class ClassifyConfig(Section):
     batch_size: int = Field(default=1024, ge=1)
     # Topics stored per document (most probable first) when the classifier has a topic model.
     topics_top_k: int = Field(default=3, ge=1)
+    # Formats stored per document (WebOrganizer format ids, most probable first) when it has a format model.
+    formats_top_k: int = Field(default=2, ge=1)
 
     @field_validator("threshold", "target_tokens", "target_keep_rate")
     @classmethod

@@ -101,6 +101,8 @@ SCORED = pa.schema(
         pa.field("quality_prob", pa.float32()),
         pa.field("topics", pa.list_(pa.string())),
         pa.field("topic_probs", pa.list_(pa.float32())),
+        pa.field("format", pa.list_(pa.string())),  # WebOrganizer format ids, most probable first
+        pa.field("format_probs", pa.list_(pa.float32())),
     ]
 )
 

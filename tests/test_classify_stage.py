@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from classifiers.distil import distil
-from classifiers.extraction_benchmark import as_teacher_labels, labelled_texts, load_pages, write_teacher_run
+from classifiers.extraction_benchmark import (ARTICLE_FORMAT, BOILERPLATE_FORMAT, as_teacher_labels, labelled_texts,
+                                              load_pages, write_teacher_run)
 from classifiers.labels import load_llm_labels
 from pipeline import classify, schemas
 from pipeline.config import DistilConfig, load_config
@@ -31,7 +32,8 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "data" / "extraction-benchmark
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("teacher")
-    write_teacher_run(root, labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:40]))
+    # combined labels (score, topics and format per page): the classifier gets a topic and a format model
+    write_teacher_run(root, labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:40]), combined=True)
     distil(load_llm_labels(root / "labels", root / "docs", 3), DistilConfig(bucket=50000, dim=32),
            root / "classifier", quiet=True)
     return root / "classifier"
@@ -84,6 +86,8 @@ def test_every_document_scored_and_decided(classified, corpus_docs, classifier_d
             assert 0 <= row["quality_prob"] <= 1
             assert 1 <= len(row["topics"]) == len(row["topic_probs"]) <= 3
             assert row["topic_probs"] == sorted(row["topic_probs"], reverse=True)
+            assert 1 <= len(row["format"]) == len(row["format_probs"]) <= 2
+            assert set(row["format"]) <= {ARTICLE_FORMAT, BOILERPLATE_FORMAT}
         assert row["dup_cluster_id"] is None  # read from docs/: dedup's columns are null
     decisions = read_dataset(layout.decisions("classify"), schemas.DECISIONS).to_pylist()
     reasons = {d["doc_id"]: d["reason"] for d in decisions}
@@ -94,6 +98,20 @@ def test_every_document_scored_and_decided(classified, corpus_docs, classifier_d
     assert result["kept"] == len(corpus_docs) - len(below) - 1
     # the held-out pages are article text and boilerplate: some of each side
     assert 0.2 < result["kept"] / len(corpus_docs) < 0.8
+
+
+def test_corpus_has_the_distilled_format(classified, corpus_docs):
+    """The format model learned the teacher's formats: on pages it never saw, the corpus's most probable
+    format is the page's own kind (article text vs boilerplate) for most documents."""
+    root, _, _ = classified
+    corpus = read_dataset(root / "corpus", schemas.SCORED).to_pylist()
+    assert corpus and all(row["format"] for row in corpus)
+    expected = {d["doc_id"]: ARTICLE_FORMAT if "-article-" in d["doc_id"] else BOILERPLATE_FORMAT
+                for d in corpus_docs}
+    scores = read_dataset(RunLayout(root).dataset("scores"), schemas.SCORED).to_pylist()
+    scored = [row for row in scores if row["format"]]
+    agreement = sum(row["format"][0] == expected[row["doc_id"]] for row in scored) / len(scored)
+    assert agreement > 0.8, agreement
 
 
 def test_conservation_in_the_run_report(classified, corpus_docs):

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from classifiers.distil import DistilError, distil
-from classifiers.extraction_benchmark import (ARTICLE_TOPIC, BOILERPLATE_TOPIC, labelled_texts, load_pages,
-                                              write_teacher_run)
+from classifiers.extraction_benchmark import (ARTICLE_FORMAT, ARTICLE_TOPIC, BOILERPLATE_FORMAT, BOILERPLATE_TOPIC,
+                                              labelled_texts, load_pages, write_teacher_run)
 from classifiers.labels import LabelsError, load_jsonl_labels, load_llm_labels, parse_jsonl_label
 from pipeline import schemas
 from pipeline.config import DistilConfig
@@ -88,6 +88,34 @@ def test_artifact_folder_and_card(artifact):
         assert key in metrics["quality"]
 
 
+def test_combined_labels_distil_a_format_model(tmp_path):
+    """Combined labels (score, topics and format from one answer) give the artifact a format model beside the
+    topic one, with held-out agreement in metrics.json and the card, and `predict_formats` on any text."""
+    from classifiers.artifact import QualityClassifier
+
+    pages = sorted(load_pages(BENCHMARK))[:30]
+    write_teacher_run(tmp_path, labelled_texts(BENCHMARK, page_ids=pages), combined=True)
+    out = tmp_path / "classifier"
+    done = curate("distil", "--labels", str(tmp_path / "labels"), "--docs", str(tmp_path / "docs"), "--out", str(out),
+                  *SMALL)
+    assert done.returncode == 0, done.stderr
+    assert "formats: 2 evaluated" in done.stdout
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["formats"]["model_file"] == "formats.bin" and (out / "formats.bin").is_file()
+    assert set(config["formats"]["labels"].values()) == {ARTICLE_FORMAT, BOILERPLATE_FORMAT}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["formats"]["macro_agreement"] > 0.8 and metrics["labels"]["format_labels"] == len(
+        load_llm_labels(tmp_path / "labels", tmp_path / "docs", 3).docs)
+    card = (out / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["formats"] == sorted([ARTICLE_FORMAT, BOILERPLATE_FORMAT])
+    assert header["metrics"]["formats_macro_agreement"] > 0.8 and "Formats: one-vs-all model over 2 formats" in card
+    classifier = QualityClassifier.load(out)
+    article = next(t.text for t in labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[30:]) if t.label)
+    (best, prob), *_ = classifier.predict_formats([article], threshold=0.0)[0]
+    assert best == ARTICLE_FORMAT and 0.5 < prob <= 1
+
+
 def test_label_threshold_decides_the_classes(teacher_run):
     root, docs, labels = teacher_run
     # scores are 0-2 for boilerplate, 3-5 for articles: at threshold 5 only a third of articles are positive
@@ -144,7 +172,8 @@ def test_user_jsonl_with_scores_and_rerun_replaces_the_artifact(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["topics"] == {"skipped": "no topic labels"}
-    assert not (out / "topics.bin").exists()
+    assert metrics["formats"] == {"skipped": "no format labels"}
+    assert not (out / "topics.bin").exists() and not (out / "formats.bin").exists()
     card = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert card["teacher_model"] == ["user labels (scores.jsonl)"]
 

@@ -17,8 +17,7 @@ def test_engine_backend_labels_and_shares_the_cache_with_the_server(tmp_path, ra
              "ads": "BEST DEALS!!! buy now buy now cheap cheap cheap", "verse": "Roses are red, violets are blue."}
     rows = [{"doc_id": k, "text": v, "language": "en", "rule_failures": []} for k, v in texts.items()]
     write_parquet(schemas.from_rows(rows, schemas.DOCS), tmp_path / "docs" / "part-0.parquet", schemas.DOCS)
-    # the separate prompts without score probabilities: the engine asks for no logprobs, so this is the request
-    # both backends build alike (and so share cache entries)
+    # the separate prompts without score probabilities (the next test covers them)
     common = [f"out={tmp_path}", "annotate.sample=3", f"llm.cache_dir={tmp_path / 'cache'}", "annotate.mode=separate",
               "annotate.score_probs=false", "annotate.consistency_sample=0"]
 
@@ -41,3 +40,30 @@ def test_engine_backend_labels_and_shares_the_cache_with_the_server(tmp_path, ra
         path.unlink()
     server = annotate.run(load_config(None, common + [f"llm.url={vllm_server.url}"]), quiet=True)
     assert server["this_run"]["requests"] == 0 and server["this_run"]["cache_hits"] == 6
+
+
+@pytest.mark.slow
+def test_engine_backend_keeps_score_probabilities_like_the_server(tmp_path, ray_local, tiny_model_dir, vllm_server):
+    """Combined labels with score probabilities on the engine: p(0..5) in range, summing to 1, the expected
+    score consistent with them; the server then answers the same requests from the shared cache."""
+    texts = {f"page-{i}": f"Page {i}. " + "A short article about gardening and tomatoes. " * (i + 1) for i in range(4)}
+    rows = [{"doc_id": k, "text": v, "language": "en", "rule_failures": []} for k, v in texts.items()]
+    write_parquet(schemas.from_rows(rows, schemas.DOCS), tmp_path / "docs" / "part-0.parquet", schemas.DOCS)
+    common = [f"out={tmp_path}", "annotate.sample=4", f"llm.cache_dir={tmp_path / 'cache'}",
+              "annotate.consistency_sample=0"]
+    engine = annotate.run(load_config(None, common + ["llm.backend=engine", f"llm.engine_model={tiny_model_dir}"]),
+                          quiet=True)
+    labels = read_dataset(RunLayout(tmp_path).dataset("labels"), schemas.LABELS).to_pylist()
+    assert engine["complete"] and len(labels) == 4 and {row["task"] for row in labels} == {"labels"}
+    with_probs = [row for row in labels if row["error"] is None and row["quality_probs"] is not None]
+    assert with_probs, [row["error_detail"] for row in labels]
+    for row in with_probs:
+        probs = row["quality_probs"]
+        assert len(probs) == 6 and all(0 <= p <= 1 for p in probs) and sum(probs) == pytest.approx(1, abs=1e-3)
+        assert row["quality_expected"] == pytest.approx(sum(k * p for k, p in enumerate(probs)), abs=1e-3)
+        assert probs[row["quality_score"]] > 0  # the sampled score is among the alternatives
+
+    for path in RunLayout(tmp_path).state("annotate").glob("*.json"):
+        path.unlink()
+    server = annotate.run(load_config(None, common + [f"llm.url={vllm_server.url}"]), quiet=True)
+    assert server["this_run"]["requests"] == 0 and server["this_run"]["cache_hits"] == 4

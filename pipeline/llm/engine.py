@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.llm.client import ClientStats, Completion, LLMError, ResponseCache, request_body
+from pipeline.llm.client import ClientStats, Completion, LLMError, ResponseCache, kept_logprobs, request_body
 
 
 class EngineCaller:
@@ -41,20 +41,50 @@ class EngineCaller:
 
     @staticmethod
     def sampling_params(max_tokens: int, schema: dict[str, Any] | None, params: dict[str, Any]):
+        """vLLM SamplingParams for a request's OpenAI-style params: `logprobs: true, top_logprobs: N` becomes
+        vLLM's `logprobs=N` (the sampled token's logprob plus its N best alternatives per generated token)."""
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
         structured = StructuredOutputsParams(json=schema) if schema is not None else None
+        params = dict(params)
+        wants_logprobs, top = params.pop("logprobs", False), params.pop("top_logprobs", 0)
+        if wants_logprobs:
+            params["logprobs"] = int(top or 0)
         return SamplingParams(max_tokens=max_tokens, structured_outputs=structured, **params)
+
+    def choice_logprobs(self, choice) -> dict[str, Any] | None:
+        """vLLM's per-token logprobs (one {token_id: Logprob} per generated token) as the OpenAI chat
+        `logprobs.content` the HTTP server returns, so both backends keep them through one parser."""
+        if not choice.logprobs:
+            return None
+        tokenizer = self.llm.get_tokenizer()
+        content = []
+        for token_id, alternatives in zip(choice.token_ids, choice.logprobs):
+            def entry(tid: int, logprob) -> dict[str, Any]:
+                text = logprob.decoded_token
+                if text is None:
+                    text = tokenizer.decode([tid])
+                return {"token": text, "logprob": float(logprob.logprob), "bytes": list(text.encode("utf-8"))}
+
+            sampled = alternatives.get(token_id)
+            if sampled is None:
+                return None
+            ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank if kv[1].rank is not None else 0)
+            content.append({**entry(token_id, sampled),
+                            "top_logprobs": [entry(tid, lp) for tid, lp in ranked]})
+        return {"content": content}
 
     def complete(self, requests: Sequence[Any]) -> list[Completion | LLMError]:
         """Answer label requests (objects with messages, schema, task, max_tokens, params) in one batch."""
         results: list[Completion | LLMError | None] = [None] * len(requests)
         keys: list[str | None] = []
+        bodies: list[dict[str, Any]] = []  # the request as the HTTP client would send it: the cache key
         misses: list[int] = []
         for index, request in enumerate(requests):
             body = request_body(self.model, request.messages, schema=request.schema, schema_name=request.task,
                                 max_tokens=request.max_tokens, **request.params)
+            bodies.append(body)
             key = ResponseCache.key(body) if self.cache else None
             keys.append(key)
             hit = self.cache.get(key) if key else None
@@ -80,10 +110,14 @@ class EngineCaller:
             latency = round(time.perf_counter() - started, 4)
             for i, output in zip(misses, outputs):
                 choice = output.outputs[0]
+                try:
+                    logprobs = kept_logprobs(bodies[i], {"logprobs": self.choice_logprobs(choice)}, choice.text)
+                except (AttributeError, KeyError, TypeError, ValueError):  # odd logprobs: the sampled score only
+                    logprobs = None
                 completion = Completion(text=choice.text, finish_reason=choice.finish_reason,
                                         prompt_tokens=len(output.prompt_token_ids or []),
                                         completion_tokens=len(choice.token_ids), latency_s=latency, cached=False,
-                                        model=self.model)
+                                        model=self.model, logprobs=logprobs)
                 self.stats.completions += 1
                 self.stats.prompt_tokens += completion.prompt_tokens
                 self.stats.completion_tokens += completion.completion_tokens
