@@ -106,7 +106,8 @@ def main() -> None:
     docs, source = write_corpus(work / "corpus", args.docs)
     limits = "{" + ", ".join(f"{style}: {args.max_tokens}" for style in rewrite.stage.STYLE_TASKS) + "}"
     base = [f"llm.max_concurrency={args.concurrency}", f"llm.tiny_model_dir={model_dir}", "ray.num_cpus=2",
-            "rewrite.mid_threshold=0.2", "rewrite.high_threshold=0.6", f"rewrite.max_output_tokens={limits}"]
+            "rewrite.mid_threshold=0.2", "rewrite.high_threshold=0.6", f"rewrite.max_output_tokens={limits}",
+            "rewrite.min_quality_prob=null"]  # the benchmark's corpus comes without a classifier to score with
 
     server = VLLMServer(model_dir, log_path=work / "server.log", extra_env={"VLLM_SERVER_DEV_MODE": "1"})
     with server:

@@ -14,13 +14,17 @@ md = lambda s: cells.append(nbf.v4.new_markdown_cell(s))
 code = lambda s: cells.append(nbf.v4.new_code_cell(s))
 md("""# Inspect a run's filter decisions
 
-Why was each page kept or dropped? Counts per stage and reason, a seeded sample of documents per decision,
-the LLM and classifier score distributions, what another threshold would keep, topics, and rewrites.
+Why was each page kept or dropped? Counts per stage and reason, then **one card per sampled document**
+(grouped by stage and reason): its outcome, reason, the scores the run has for it and its URL, above the
+page text in a short scrolling box. Then the LLM and classifier score distributions, what another threshold
+would keep, topics, rewrites, and one page's path through every stage.
 
 Set `CURATE_RUN_DIR` to a run's output folder (default: the demo's `runs/demo`). Counts are exact (from
-`report.json`); tables and plots use a seeded sample of whole files (`MAX_ROWS` rows per dataset), and page
-texts are read only for the documents shown. Page text is always shown HTML-escaped: pages contain scripts
-and markup, and none of it may run or render here.""")
+`report.json`); cards, tables and plots use a seeded sample of whole files (`MAX_ROWS` rows per dataset),
+and page texts are read only for the documents shown (`SAMPLE_PER_REASON` per reason, or
+`$CURATE_SAMPLE_PER_REASON`). Everything taken from a page (text, URL, reason detail) is shown HTML-escaped:
+pages contain scripts and markup, and none of it may run or render here. URLs are links you can open in a
+new tab; the notebook never loads them.""")
 code("""import os
 from pathlib import Path
 
@@ -29,16 +33,18 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, display
 
-from pipeline.inspect import conservation_lines, counts_table, keep_rate, load_run, render_html, sample_decisions
+from pipeline.inspect import (conservation_lines, counts_table, default_explain_query, explain_section_html,
+                              group_counts, keep_rate, load_run, render_cards, render_html, render_rewrite_cards,
+                              sample_decisions)
 
 # Jupyter starts in notebooks/; the demo writes runs/demo at the repository root.
 REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 RUN_DIR = Path(os.environ.get("CURATE_RUN_DIR", "runs/demo"))
 if not RUN_DIR.is_absolute() and not RUN_DIR.exists():
     RUN_DIR = REPO / RUN_DIR
-SAMPLE_PER_REASON = 3   # documents shown per (stage, outcome, reason)
+SAMPLE_PER_REASON = int(os.environ.get("CURATE_SAMPLE_PER_REASON", "3"))   # documents shown per reason
 SEED = 0
-TEXT_CHARS = 400
+TEXT_CHARS = 4000       # characters of page text per card (the box scrolls; the rest is counted, not shown)
 MAX_ROWS = 200_000      # rows read per dataset (decisions per stage, scores, synthetic)
 %matplotlib inline
 view = load_run(RUN_DIR, max_rows=MAX_ROWS, seed=SEED)
@@ -54,11 +60,15 @@ ax.barh(labels, counts["count"], color=["tab:green" if o == "kept" else "tab:red
                                        for o in counts.outcome])
 ax.invert_yaxis(); ax.set_xscale("log"); ax.set_xlabel("records (log scale)"); ax.set_title("decisions per stage and reason")
 plt.tight_layout(); plt.show()""")
-md("## A stratified random sample of documents per decision and reason")
+md("""## A stratified random sample of documents per decision and reason
+
+One card per document: the header says what happened to it (stage, outcome, reason and its detail), the
+scores the run has for it (classifier quality probability against the threshold, LLM score, topics, language,
+dedup cluster, the rule values extract computed) and its URL; the page text is underneath, in a box that
+scrolls. A record extract got no text from (not a page, not HTML, an error, another language) has none to
+show: its card says so.""")
 code("""sample = sample_decisions(view, per_group=SAMPLE_PER_REASON, seed=SEED)
-columns = [c for c in ["stage", "outcome", "reason", "url", "quality_prob", "quality_score", "topics", "detail", "text"]
-           if c in sample.columns]
-display(HTML(render_html(sample, columns, max_chars=TEXT_CHARS)))""")
+display(HTML(render_cards(sample, group_counts(view), view.threshold, max_chars=TEXT_CHARS)))""")
 md("## Quality scores: the LLM teacher and the distilled classifier")
 code("""fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
 if not view.labels.empty:
@@ -110,15 +120,34 @@ code("""if not view.synthetic.empty:
     pairs = view.synthetic.sample(n=min(3, len(view.synthetic)), random_state=SEED)
     originals = view.texts(pairs.doc_id)[["doc_id", "text"]].rename(columns={"text": "original"})
     pairs = pairs.merge(originals, on="doc_id", how="left")
-    display(HTML(render_html(pairs.rename(columns={"text": "rewrite"}), ["doc_id", "style", "original", "rewrite"],
-                             max_chars=TEXT_CHARS)))
+    display(HTML(render_rewrite_cards(pairs.rename(columns={"text": "rewrite"}), max_chars=TEXT_CHARS)))
 else:
     print("no rewrite passed the output checks in this run")
 rejected = view.decisions[view.decisions.stage == "rewrite"] if not view.decisions.empty else pd.DataFrame()
 if not rejected.empty:
     print("rewrites rejected, by reason:")
     display(rejected.groupby("reason").size().rename("units").to_frame())
-    display(HTML(render_html(rejected.head(5), ["doc_id", "reason", "detail"], max_chars=TEXT_CHARS)))""")
+    display(HTML(render_html(rejected.head(5), ["doc_id", "reason", "detail"], max_chars=300)))""")
+md("""## Explain one page
+
+One page's path through every stage: what extract, dedup, the labels, the classifier and rewrite did with it
+and why (`pipeline.explain`). Set `EXPLAIN_URL` to a page's URL (or doc_id) to follow another page; by
+default it is the first sampled kept page.""")
+code("""EXPLAIN_URL = os.environ.get("CURATE_EXPLAIN_URL")   # None: the first sampled kept page
+try:
+    from pipeline.explain import explain, render_html as render_explanation
+except ModuleNotFoundError as exc:
+    if exc.name not in ("pipeline.explain",):
+        raise
+    print("pipeline.explain is not in this checkout yet: update the project to follow one page through the stages")
+else:
+    query = EXPLAIN_URL or default_explain_query(sample)
+    if query is None:
+        print("no kept page in the sample: set EXPLAIN_URL to a page's URL or doc_id")
+    else:
+        display(HTML(explain_section_html(render_explanation(explain(RUN_DIR, query)), query)))""")
+for i, cell in enumerate(cells):  # fixed ids: regenerating an unchanged notebook changes no byte
+    cell["id"] = f"cell-{i:02d}"
 nb["cells"] = cells
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
 nbf.write(nb, Path(__file__).with_name("inspect_decisions.ipynb"))

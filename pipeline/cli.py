@@ -20,13 +20,15 @@ from pipeline.errors import CurateError, output_error
 
 @dataclass(frozen=True)
 class Flag:
-    """A command-line shorthand for one config field."""
+    """A command-line shorthand for one config field, or (config None, action "store_true") a switch that only
+    selects the command's stages (see Command.only_with)."""
 
     name: str
-    config: str
+    config: str | None
     help: str
     type: Any = str
     nargs: str | None = None
+    action: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,19 @@ class Command:
 
 
 STAGE_COMMANDS = (
-    Command("extract", "WARC files or a Common Crawl snapshot -> docs/ (Ray)", ("extract",), (
+    Command("extract", "WARC files or a Common Crawl snapshot -> extracted/ (every page, its rule metrics) -> "
+                       "docs/ (the pages passing the rules) (Ray)", ("extract", "rules"), (
         Flag("--snapshot", "input.snapshot", "Common Crawl snapshot id, e.g. CC-MAIN-2024-33"),
         Flag("--warc", "input.warcs", "WARC paths, URLs (s3://, https://) or globs", nargs="+"),
         Flag("--max-warcs", "input.max_warcs", "seeded random sample of this many WARC files", int),
         Flag("--base-url", "input.base_url", "Common Crawl base URL (https://data.commoncrawl.org/ or "
                                              "s3://commoncrawl/)"),
-    )),
+        Flag("--rethreshold", None, "only re-decide the rules from the stored metrics (extracted/), at the "
+                                    "thresholds given with --set extract.rules.<threshold>=V: no WARC is read",
+             action="store_true"),
+    ), only_with={"rethreshold": ("rules",)}),
+    Command("rules", "re-decide the quality rules from the stored metrics: extracted/ -> docs/ (no WARC read; "
+                     "thresholds: --set extract.rules.<threshold>=V)", ("rules",)),
     Command("dedup", "docs/ -> unique/: exact, URL, MinHash near-duplicates, repeated lines (Ray)", ("dedup",), (
         Flag("--docs", "dedup.docs", "docs/ folder to deduplicate (default: <out>/docs)"),
     )),
@@ -106,7 +114,7 @@ def config_from_args(args: argparse.Namespace, flags: tuple[Flag, ...] = ()) -> 
         overrides.append(f"llm.model={args.llm_model}")
     for flag in flags:
         value = getattr(args, _dest(flag), None)
-        if value is not None:
+        if value is not None and flag.config is not None:
             overrides.append(f"{flag.config}={json.dumps(value) if isinstance(value, list) else value}")
     return load_config(args.config or getattr(args, "config_path", None), overrides)
 
@@ -127,7 +135,7 @@ def _stage_handler(command: Command):
         cfg = config_from_args(args, command.flags)
         stages = command.stages
         for flag, only in command.only_with.items():
-            if getattr(args, flag, None) is not None:
+            if getattr(args, flag, None) not in (None, False):
                 stages = only
         complete = True
         for name in stages:
@@ -144,6 +152,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """What happened to each named page; exit 2 when a query matched no page (after the ones that did)."""
+    from pipeline.explain import ExplainError, explain_many, format_text
+
+    out = args.out or config_from_args(args).out
+    results = explain_many(out, args.queries)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2, ensure_ascii=False, default=str))
+    else:
+        print("\n\n".join(format_text(r) for r in results if r["pages"]))
+    missing = [r for r in results if not r["pages"]]
+    if missing:
+        raise ExplainError("\n".join(format_text(r) for r in missing))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.run import format_summary, run_pipeline
 
@@ -156,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="the whole pipeline: extract -> dedup -> annotate -> distil -> classify -> rewrite")
+    p = sub.add_parser("run", help="the whole pipeline: extract -> rules -> dedup -> annotate -> distil -> classify "
+                                   "-> rewrite")
     p.add_argument("config_path", nargs="?", help="YAML run config (same as --config)")
     common_flags(p)
     llm_flags(p)
@@ -168,13 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
         if command.llm:
             llm_flags(p)
         for flag in command.flags:
-            p.add_argument(flag.name, dest=_dest(flag), type=flag.type, nargs=flag.nargs,
-                           help=f"{flag.help} (config: {flag.config})")
+            if flag.action:
+                p.add_argument(flag.name, dest=_dest(flag), action=flag.action, help=flag.help)
+            else:
+                p.add_argument(flag.name, dest=_dest(flag), type=flag.type, nargs=flag.nargs,
+                               help=f"{flag.help} (config: {flag.config})")
         p.set_defaults(handler=_stage_handler(command))
 
     p = sub.add_parser("report", help="print a run's counts per stage and reason, and check conservation")
     common_flags(p)
     p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("explain", help="what happened to a page, stage by stage, and its fate (by URL or doc_id)")
+    p.add_argument("queries", nargs="+", metavar="URL_OR_DOC_ID")
+    common_flags(p)
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(handler=cmd_explain)
 
     # commands that are not stages: distil and the classifier tools, the LLM server tools
     from classifiers.cli import register_cli as register_classifier_cli

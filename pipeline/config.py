@@ -66,22 +66,104 @@ class RayConfig(Section):
 
 
 class RulesConfig(Section):
+    """The heuristic quality rules (pipeline.rules): datatrove's Gopher quality, Gopher repetition, C4 and
+    FineWeb filters, as metrics measured by extract and thresholds applied by the rules stage.
+
+    Two kinds of fields. What the metrics are (`enabled`, `apply_to_languages`, `tokenizer`): extract
+    measures them into extracted/, so they are extraction settings (another value in the same run folder is
+    refused). What the metrics are compared to (the family switches, every threshold, `all_failures`): the
+    rules stage decides with them, so another value re-decides docs/ from the stored metrics, without
+    reading a WARC file again (`curate extract --rethreshold`, `curate rules`).
+
+    Thresholds are named after the metric they bound (`max_<metric>`: a page whose metric is above it fails;
+    `min_<metric>`: below it fails); defaults are datatrove's. null turns a check off. The comparisons are
+    datatrove's own (`>` for a maximum, `<` for a minimum), on the same float64 values.
+    """
+
     enabled: bool = True
-    # Languages the (English-derived) Gopher/C4/FineWeb rules are applied to; other languages are scored
-    # with nulls and pass. Empty list: apply to every language.
+    # Languages the (English-derived) Gopher/C4/FineWeb rules are applied to; other languages are stored
+    # with null metrics and pass. Empty list: apply to every language.
     apply_to_languages: list[str] = Field(default_factory=lambda: ["en"])
+    # Word/sentence splitting for the metrics: "fast" (one regex, pipeline.rules.FastWordTokenizer) or
+    # "spacy" (datatrove's default, spaCy's blank tokenizer: same verdicts on the bundled sample, ~5x slower).
+    tokenizer: Literal["fast", "spacy"] = "fast"
+
+    # Rule families (decided in this order; the first failing check names the drop).
     gopher_quality: bool = True
     gopher_repetition: bool = True
     c4_quality: bool = True
     fineweb_quality: bool = True
-    min_doc_words: int = 50
-    max_doc_words: int = 100_000
-    # Word/sentence splitting inside the filters: "fast" (one regex, pipeline.rules.FastWordTokenizer) or
-    # "spacy" (datatrove's default, spaCy's blank tokenizer: same verdicts on the bundled sample, ~5x slower).
-    tokenizer: Literal["fast", "spacy"] = "fast"
-    # Evaluate every rule and list each failure in the decision's detail, instead of stopping at the
-    # first failure (which alone decides the drop).
+    # List every failing check in the decision's detail, not only the first (which alone decides the drop).
     all_failures: bool = False
+
+    # Gopher quality (GopherQualityFilter). n_words: words with a character that is not punctuation.
+    min_doc_words: int | None = Field(default=50, ge=0)
+    max_doc_words: int | None = Field(default=100_000, ge=0)
+    # mean length of those words (datatrove's min/max_avg_word_length)
+    min_mean_word_length: float | None = Field(default=3, ge=0)
+    max_mean_word_length: float | None = Field(default=10, ge=0)
+    # '#' per word, and '...'/'…' per word (datatrove bounds both with one max_symbol_word_ratio)
+    max_hash_word_ratio: float | None = Field(default=0.1, ge=0)
+    max_ellipsis_word_ratio: float | None = Field(default=0.1, ge=0)
+    # share of lines starting with a bullet ('•', '-'); share of lines ending with an ellipsis
+    max_bullet_line_ratio: float | None = Field(default=0.9, ge=0, le=1)
+    max_end_ellipsis_line_ratio: float | None = Field(default=0.3, ge=0, le=1)
+    # share of words with an alphabetic character (datatrove's max_non_alpha_words_ratio, a minimum)
+    min_alpha_word_ratio: float | None = Field(default=0.8, ge=0, le=1)
+    # distinct stop words (the, be, to, of, and, that, have, with) present
+    min_stop_words: int | None = Field(default=2, ge=0)
+
+    # Gopher repetition (GopherRepetitionFilter): duplicated paragraphs/lines, as a share of them and of
+    # the characters; characters covered by the most frequent 2/3/4-gram; characters in repeated 5..10-grams.
+    max_dup_para_frac: float | None = Field(default=0.3, ge=0, le=1)
+    max_dup_para_char_frac: float | None = Field(default=0.2, ge=0, le=1)
+    max_dup_line_frac: float | None = Field(default=0.3, ge=0, le=1)
+    max_dup_line_char_frac: float | None = Field(default=0.2, ge=0, le=1)
+    max_top_2gram_char_frac: float | None = Field(default=0.2, ge=0)
+    max_top_3gram_char_frac: float | None = Field(default=0.18, ge=0)
+    max_top_4gram_char_frac: float | None = Field(default=0.16, ge=0)
+    max_dup_5gram_char_frac: float | None = Field(default=0.15, ge=0)
+    max_dup_6gram_char_frac: float | None = Field(default=0.14, ge=0)
+    max_dup_7gram_char_frac: float | None = Field(default=0.13, ge=0)
+    max_dup_8gram_char_frac: float | None = Field(default=0.12, ge=0)
+    max_dup_9gram_char_frac: float | None = Field(default=0.11, ge=0)
+    max_dup_10gram_char_frac: float | None = Field(default=0.10, ge=0)
+
+    # C4 quality (C4QualityFilter as FineWeb runs it: lines without terminal punctuation are kept, the text
+    # is never edited). n_sentences: sentences in the lines C4 keeps (lines of >= 3 words, no word over 1000
+    # characters, no "javascript", no cookie/terms-of-use phrase); a page with "lorem ipsum" or "{" in such
+    # a line is dropped whole.
+    min_sentences: int | None = Field(default=5, ge=0)
+    drop_lorem_ipsum: bool = True
+    drop_curly_bracket: bool = True
+
+    # FineWeb quality (FineWebQualityFilter), over the non-blank lines: share ending in terminal punctuation,
+    # share of at most 30 characters, duplicated-line characters per character, newlines per word.
+    min_line_punct_ratio: float | None = Field(default=0.12, ge=0, le=1)
+    max_short_line_ratio: float | None = Field(default=0.67, ge=0, le=1)
+    max_char_dup_ratio: float | None = Field(default=0.01, ge=0, le=1)
+    max_list_ratio: float | None = Field(default=0.3, ge=0)
+
+    @field_validator("max_doc_words", "max_mean_word_length")
+    @classmethod
+    def _maximum_not_below_minimum(cls, value, info):
+        # info.data holds the fields validated before this one (on assignment: all the others)
+        minimum_name = info.field_name.replace("max_", "min_", 1)
+        minimum = info.data.get(minimum_name)
+        if value is not None and minimum is not None and value < minimum:
+            raise PydanticCustomError("threshold_order", "{value} is below extract.rules.{minimum_name} ({minimum})",
+                                      {"value": value, "minimum_name": minimum_name, "minimum": minimum})
+        return value
+
+    def metric_settings(self) -> dict[str, Any]:
+        """The fields extracted/'s metrics depend on (extraction settings: the extract stage is bound to them)."""
+        return {name: getattr(self, name) for name in ("enabled", "apply_to_languages", "tokenizer")}
+
+    def decision_settings(self) -> dict[str, Any]:
+        """The fields docs/'s decisions depend on besides the metrics (the rules stage re-decides when they
+        change): the family switches, `all_failures` and every threshold."""
+        metric = self.metric_settings()
+        return {name: value for name, value in self.model_dump(mode="json").items() if name not in metric}
 
 
 class ExtractConfig(Section):
@@ -345,6 +427,16 @@ class RewriteConfig(Section):
     max_copy_ratio: float = Field(default=0.9, gt=0, le=1)
     copy_ngram: int = Field(default=8, ge=2)  # words in a run that counts as verbatim copying
     check_language: bool = True
+    # Scores of every rewrite that passed the checks above, and the thresholds it is decided at (None or 0: off;
+    # docs/rewrite.md#scores). The quality classifier's P(high quality) of the rewrite's text, with the classifier
+    # that scored the corpus (classify.classifier, else the corpus card's, else <out>/classifier; none found
+    # while this is on is an error): a floor against degenerate rewrites, below the corpus threshold on purpose
+    # (a rewrite in another format, such as question-answer pairs, scores lower than prose of the same quality).
+    min_quality_prob: float | None = Field(default=0.1, ge=0, le=1)
+    # Faithfulness to the source chunk (pipeline.rewrite.faithfulness: invented numbers and names, kept content):
+    # 0.6 passes a rewrite inventing at most 40% of the facts it states when it keeps its style's share of the
+    # source; a faithful paraphrase scores about 1, one that makes up names and numbers far below.
+    min_faithfulness: float | None = Field(default=0.6, ge=0, le=1)
     shard_size: int = Field(default=32, ge=1)  # documents per synthetic/ file (and resume unit)
     num_actors: int = Field(default=1, ge=1)
 

@@ -1,10 +1,16 @@
-"""Extract stage: WARC records -> HTML -> main text (trafilatura) -> language -> rule scores -> docs/.
+"""Extract stage: WARC records -> HTML -> main text (trafilatura) -> language -> rule metrics -> extracted/.
 
 `Extractor.process` is the pure per-record step; `ExtractStage.process` runs it over one WARC file (one
 shard). The runtime (pipeline.runtime) plans, resumes, writes and runs the shards on Ray. A file that could
 not be read at all (HTTP 5xx/429, a timeout, a reset connection, a local file not there yet) is errored
 and transient: its shard is not done, and the next run tries it again. Damage inside a readable file is
 final.
+
+Score first, decide later: every page that got text and passed the checks before the rules (language,
+score) is kept here, in extracted/ (schema EXTRACTED), with every rule metric measured
+(`pipeline.rules.RuleSet.measure`). The rules stage (`pipeline.rules_stage`, next in the registry) decides
+from those metrics into docs/; other thresholds re-decide there without reading a WARC file again. `run`
+runs both, as `curate extract` does.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pipeline import schemas
 from pipeline.config import ExtractConfig, InputConfig
 from pipeline.io import describe_error, local_copy, shard_key, unreadable_is_transient
 from pipeline.langid import LanguageIdentifier
-from pipeline.rules import RuleSet, rule_scores
+from pipeline.rules import RuleSet
 from pipeline.runtime import Output, Shard, ShardResult, Stage, run_stage
 from pipeline.warc import RawRecord, WarcDamage, decode_html, iter_warc, looks_binary, parse_http_response
 
@@ -104,14 +110,14 @@ def make_doc_id(record_id: str | None, url: str | None, payload: bytes) -> str:
 
 @dataclass
 class Outcome:
-    """What became of one record: a docs row, or a decision row (dropped/errored with a reason)."""
+    """What became of one record: an extracted row, or a decision row (dropped/errored with a reason)."""
 
     doc: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
 
 
 class Extractor:
-    """Per-worker state (language model, rule filters) and the per-record pipeline."""
+    """Per-worker state (language model, the rules' tokenizer) and the per-record pipeline."""
 
     def __init__(self, cfg: ExtractConfig):
         self.cfg = cfg
@@ -177,14 +183,11 @@ class Extractor:
         doc: dict[str, Any] = {
             "doc_id": doc_id, "url": url, "warc_path": source, "warc_record_id": record.record_id,
             "crawl_date": record.date, "text": text, "language": language, "language_score": language_score,
-            "n_chars": len(text), "rule_failures": [],
+            "n_chars": len(text), "rules_applied": False,
         }
         if self.rules is not None and self.rules.applies_to(language):
-            doc.update(rule_scores(text))
-            doc["rule_failures"] = self.rules.failures(text, doc_id)
-            if doc["rule_failures"]:
-                return self._decision(doc_id, schemas.DROPPED, doc["rule_failures"][0], url, source,
-                                      ",".join(doc["rule_failures"]))
+            # every metric, whatever the page's verdict: the rules stage decides, at any thresholds
+            doc.update(self.rules.measure(text), rules_applied=True)
         return Outcome(doc=doc)
 
 
@@ -197,8 +200,8 @@ def _damage_decision(source: str, damage: WarcDamage) -> dict[str, Any]:
 
 
 def extract_records(extractor: Extractor, path, source: str, stats, docs: list, decisions: list) -> None:
-    """Every record of one local WARC file through `extractor`, into docs rows or decision rows. Damage inside
-    the file (a corrupt or cut record) is final and recorded per damaged region."""
+    """Every record of one local WARC file through `extractor`, into extracted rows or decision rows. Damage
+    inside the file (a corrupt or cut record) is final and recorded per damaged region."""
     for item in iter_warc(path):
         stats.input += 1
         if isinstance(item, WarcDamage):
@@ -229,18 +232,22 @@ def check_langid_model(cfg: ExtractConfig) -> None:
 
 
 def extract_settings(cfg) -> dict[str, Any]:
-    """What docs/ depends on: the input selection and the extract settings (not retries, credentials or Ray)."""
+    """What extracted/ depends on: the input selection and the extract settings (not retries, credentials or
+    Ray), of the rules only what the metrics depend on: the thresholds are the rules stage's, and changing
+    them re-decides docs/ from extracted/ instead of extracting again."""
     selection = cfg.input.model_dump(mode="json", exclude={"retries", "retry_backoff_s", "storage_options"})
+    extraction = cfg.extract.model_dump(mode="json", exclude={"rules"})
     return {**{f"input.{k}": v for k, v in selection.items()},
-            **{f"extract.{k}": v for k, v in cfg.extract.model_dump(mode="json").items()}}
+            **{f"extract.{k}": v for k, v in extraction.items()},
+            "extract.rules": cfg.extract.rules.metric_settings()}
 
 
 class ExtractStage(Stage):
-    """WARC files -> docs/: one shard per WARC file, a Ray task each."""
+    """WARC files -> extracted/: one shard per WARC file, a Ray task each."""
 
     name = STAGE
     section = "extract"
-    outputs = (Output("docs", schemas.DOCS),)
+    outputs = (Output("extracted", schemas.EXTRACTED),)
     plan_follows_settings = True  # the input selection is one of the settings
     unit = "WARC file"
 
@@ -280,7 +287,7 @@ class ExtractStage(Stage):
             if transient:
                 detail += " (transient: the next run tries this file again)"
             docs, decisions = [], [self._file_error(stats, "warc_unreadable", detail)]
-        return ShardResult(rows={"docs": docs}, decisions=decisions, stats=stats, transient=transient)
+        return ShardResult(rows={"extracted": docs}, decisions=decisions, stats=stats, transient=transient)
 
     @staticmethod
     def _file_error(stats, reason: str, detail: str) -> dict[str, Any]:
@@ -291,5 +298,11 @@ class ExtractStage(Stage):
 
 
 def run(cfg, *, quiet: bool = False) -> dict[str, Any]:
-    """Extract every input WARC of `cfg` (a RunConfig) into `<cfg.out>/docs`, resumable."""
-    return run_stage(ExtractStage(cfg), quiet=quiet)
+    """Extract every input WARC of `cfg` (a RunConfig) into `<cfg.out>/extracted`, then decide the rules into
+    `<cfg.out>/docs` (the rules stage), both resumable, as `curate extract` does. Returns the extract stage's
+    summary (`pipeline.rules_stage.run` alone re-decides and returns the rules stage's)."""
+    from pipeline import rules_stage
+
+    summary = run_stage(ExtractStage(cfg), quiet=quiet)
+    rules_stage.run(cfg, quiet=quiet)
+    return summary

@@ -16,7 +16,8 @@ from pipeline.io import RunLayout, write_json
 from pipeline.errors import CurateError
 
 # Stages that take every record of the previous one and keep, drop or error each (in pipeline order).
-FILTER_STAGES = ["extract", "dedup", "classify"]
+# extract keeps every page that got text; rules keeps those that pass the quality rules (docs/).
+FILTER_STAGES = ["extract", "rules", "dedup", "classify"]
 # Stages that work on a sample or a copy (LLM labels, rewrites): each is conserved on its own units
 # (input == kept + dropped + errored) but does not remove documents from the corpus.
 SIDE_STAGES = ["annotate", "rewrite"]

@@ -1,31 +1,38 @@
-"""Heuristic quality rules: score columns plus the names of the rules a document fails.
+"""Heuristic quality rules: the metrics datatrove's filters threshold, measured once, decided later.
 
-Score first, decide later: every document gets its rule scores as columns and the list of rules it fails
-(`rule_failures`); extract then drops a document for the first failure with that name as its reason.
-The pass/fail decisions are datatrove's own implementations of the Gopher quality and repetition, C4 and
-FineWeb rules (they run offline: their English word splitting uses spaCy's blank model). Their
-thresholds are the published defaults; the document-length bounds are configurable.
+Score first, decide later. For every page the rules apply to, extract measures every metric that
+datatrove's Gopher quality, Gopher repetition, C4 quality and FineWeb quality filters compare to a
+threshold (`RuleSet.measure`, stored in extracted/ with the schema `pipeline.schemas.EXTRACTED`); the rules
+stage (`pipeline.rules_stage`) compares the stored metrics with the thresholds of `RulesConfig`
+(`failures`) and drops a page for the first failing check, with datatrove's reason name (`gopher_short_doc`,
+`c4_too_few_sentences`, ...) and a detail naming the value and the threshold
+(`gopher_short_doc: n_words 31 < 50`). Other thresholds re-decide from the stored metrics, without reading
+or extracting a page again.
+
+The metrics are computed as the filters compute them (same word and sentence splitting, same line splits,
+same float64 divisions) and the checks run in the filters' order with their comparisons, so the verdicts and
+first reasons are datatrove's: tests/test_extract_rules.py runs datatrove's own filters on every page of the
+bundled sample and compares. Only what the filters fix in code stays fixed here too: C4's line filters
+(which lines count as kept: >= 3 words, no word over 1000 characters, no "javascript", no policy phrase) and
+FineWeb's 30-character short line define their metrics.
 
 datatrove's filters split words and sentences with spaCy's blank tokenizer, which costs more than
 trafilatura itself (about 40 ms for a 5 kB page, mostly creating and freeing lexemes). `FastWordTokenizer`
 is a drop-in datatrove `WordTokenizer` with the same splitting conventions done by one regex: whitespace,
-punctuation peeled off word edges, English contractions (`do|n't`, `it|'s`) split off. The filters' logic
-is unchanged; tests/test_extract_rules.py checks its verdicts agree with the spaCy tokenizer's.
+punctuation peeled off word edges, English contractions (`do|n't`, `it|'s`) split off
+(`rules.tokenizer: fast`, the default; `spacy` uses datatrove's).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
 
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 from pipeline.config import RulesConfig
-
-STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
-TERMINAL_PUNCTUATION = tuple(".!?\"'”’)»…。！？")
-
 
 # spaCy's English tokenizer, in two regexes. First, spaces are put where spaCy splits inside a chunk of
 # non-space characters: before contraction suffixes (do|n't, it|'s) and around its infixes (aid|.|The,
@@ -84,152 +91,293 @@ class FastWordTokenizer(WordTokenizer):
         return spans
 
 
-def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return list(zip(*(words[i:] for i in range(n))))
+# ------------------------------------------------------------------------------------ n-gram statistics
+
+
+def _gram_keys(words: list[str], n: int, separator: str) -> list[str]:
+    """Every word n-gram joined with `separator` (datatrove's keys), cut as slices of one joined string: one
+    C-level slice per n-gram instead of a join of n words."""
+    if len(words) < n:
+        return []
+    joined = separator.join(words)
+    starts = [0] * (len(words) + 1)
+    position = 0
+    for index, word in enumerate(words):
+        starts[index] = position
+        position += len(word) + len(separator)
+    starts[len(words)] = position  # one separator past the end, like every other start
+    cut = len(separator)
+    return [joined[starts[i]:starts[i + n] - cut] for i in range(len(words) - n + 1)]
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
-    """Characters covered by the most frequent word n-gram (its space-joined length times its count):
-    datatrove's find_top_duplicate(get_n_grams(words, n)), counting tuples instead of joined strings."""
-    grams = _ngrams(words, n)
+    """Characters covered by the most frequent word n-gram, its space-joined length times its count:
+    datatrove's find_top_duplicate(get_n_grams(words, n)), 0 when there are fewer than n words (datatrove
+    skips the check then, which passes the same way)."""
+    grams = _gram_keys(words, n, " ")
     if not grams:
         return 0
     gram, count = Counter(grams).most_common(1)[0]
-    return (sum(map(len, gram)) + n - 1) * count
+    return len(gram) * count
 
 
 def repeated_ngram_chars(words: list[str], n: int) -> int:
     """Characters in word n-grams already seen, scanning left to right and jumping past each repeat:
-    datatrove's find_all_duplicate(words, n) on tuples (its joined keys can also merge "ab c" with
-    "a bc"; tuples do not)."""
-    grams = _ngrams(words, n)
+    datatrove's find_all_duplicate(words, n), with its keys (the n words joined with nothing between, so
+    "ab c" and "a bc" are one key there, and here)."""
+    grams = _gram_keys(words, n, "")
     if len(set(grams)) == len(grams):
         return 0  # no n-gram occurs twice: the common case for larger n
-    seen: set[tuple[str, ...]] = set()
-    repeated = idx = 0
-    while idx < len(grams):
-        gram = grams[idx]
+    seen: set[str] = set()
+    repeated = index = 0
+    while index < len(grams):
+        gram = grams[index]
         if gram in seen:
-            repeated += sum(map(len, gram))
-            idx += n
+            repeated += len(gram)
+            index += n
         else:
             seen.add(gram)
-            idx += 1
+            index += 1
     return repeated
 
 
-def _repetition_filter(language: Any):
-    """datatrove's GopherRepetitionFilter, with its n-gram statistics (two thirds of its time, in
-    Python string joins) computed on tuples: the parent runs its own line and paragraph checks with no
-    n-gram thresholds, then the same n-gram thresholds are applied here."""
-    from datatrove.pipeline.filters import GopherRepetitionFilter
-    from datatrove.utils.text import split_into_words
-
-    class RepetitionFilter(GopherRepetitionFilter):
-        def __init__(self):
-            super().__init__(language=language)
-            self.ngram_top, self.ngram_dup = self.top_n_grams, self.dup_n_grams
-            self.top_n_grams = self.dup_n_grams = ()
-
-        def filter(self, doc):
-            verdict = super().filter(doc)
-            if verdict is not True:
-                return verdict
-            words = split_into_words(doc.text, self.language)  # cached: the parent just split it
-            for n, n_frac in self.ngram_top:
-                if top_ngram_chars(words, n) / len(doc.text) > n_frac:
-                    return False, f"top_{n}_gram"
-            for n, n_frac in self.ngram_dup:
-                if repeated_ngram_chars(words, n) / len(doc.text) > n_frac:
-                    return False, f"duplicated_{n}_n_grams"
-            return True
-
-    return RepetitionFilter()
+# ---------------------------------------------------------------------------- metrics, one family each
 
 
-def _prefixed(prefix: str, reason: str) -> str:
-    reason = reason.replace(" ", "_").replace("<", "lt").strip("_")
-    return reason if reason.startswith(prefix) else f"{prefix}{reason}"
+def _ratio(part: float, whole: float) -> float | None:
+    """part / whole, None when whole is 0 (datatrove divides by zero there, or takes a NaN mean, which passes)."""
+    return part / whole if whole else None
+
+
+def gopher_quality_metrics(text: str, words: list[str]) -> dict[str, Any]:
+    """What GopherQualityFilter thresholds: word counts and lengths over the words with a non-punctuation
+    character, symbol and alphabetic-word ratios over all words, bullet and ellipsis lines, stop words."""
+    from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
+    from datatrove.utils.text import PUNCTUATION_SET
+
+    non_symbol = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
+    lines = text.splitlines()
+    return {
+        "n_words": len(non_symbol),
+        "mean_word_length": _ratio(sum(map(len, non_symbol)), len(non_symbol)),
+        "hash_word_ratio": _ratio(text.count("#"), len(words)),
+        "ellipsis_word_ratio": _ratio(text.count("...") + text.count("…"), len(words)),
+        "bullet_line_ratio": _ratio(sum(s.lstrip().startswith(("•", "-")) for s in lines), len(lines)),
+        "end_ellipsis_line_ratio": _ratio(sum(s.rstrip().endswith(("...", "…")) for s in lines), len(lines)),
+        "alpha_word_ratio": _ratio(sum(any(c.isalpha() for c in w) for w in words), len(words)),
+        "stop_word_count": len(set(STOP_WORDS).intersection(words)),
+    }
+
+
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+_LINE_BREAKS = re.compile("\n+")
+
+
+def gopher_repetition_metrics(text: str, words: list[str]) -> dict[str, Any]:
+    """What GopherRepetitionFilter thresholds: duplicated paragraphs and lines (share of them, share of the
+    characters), characters of the top 2/3/4-gram and of repeated 5..10-grams, per character of the text."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
+
+    paragraphs = _PARAGRAPH_BREAK.split(text.strip())
+    para_dups, para_dup_chars = find_duplicates(paragraphs)
+    lines = _LINE_BREAKS.split(text)
+    line_dups, line_dup_chars = find_duplicates(lines)
+    metrics: dict[str, Any] = {
+        "dup_para_frac": _ratio(para_dups, len(paragraphs)),
+        "dup_para_char_frac": _ratio(para_dup_chars, len(text)),
+        "dup_line_frac": _ratio(line_dups, len(lines)),
+        "dup_line_char_frac": _ratio(line_dup_chars, len(text)),
+    }
+    for n in (2, 3, 4):
+        metrics[f"top_{n}gram_char_frac"] = _ratio(top_ngram_chars(words, n), len(text))
+    for n in range(5, 11):
+        metrics[f"dup_{n}gram_char_frac"] = _ratio(repeated_ngram_chars(words, n), len(text))
+    return metrics
+
+
+def c4_metrics(text: str, tokenizer: Any) -> dict[str, Any]:
+    """What C4QualityFilter (split on lines, citations removed, lines without terminal punctuation kept)
+    decides on: the sentences of the lines it keeps, and the first line (1-based) among those it looks at
+    where it would drop the whole page for "lorem ipsum" or a curly bracket. Its line filters are applied
+    exactly as it applies them, in its order."""
+    from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, POLICY_SUBSTRINGS
+    from datatrove.utils.text import split_into_sentences
+
+    n_sentences = 0
+    lorem_line = curly_line = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        words = line.split()
+        if any(len(word) > 1000 for word in words):
+            continue
+        line = CITATION_REGEX.sub("", line)
+        if len(words) < 3:
+            continue
+        lowered = line.lower()
+        if lorem_line is None and "lorem ipsum" in lowered:
+            lorem_line = number
+        if "javascript" in lowered:
+            continue
+        if curly_line is None and "{" in line:
+            curly_line = number
+        if any(phrase in lowered for phrase in POLICY_SUBSTRINGS):
+            continue
+        n_sentences += len(split_into_sentences(line, tokenizer))
+    return {"n_sentences": n_sentences, "lorem_ipsum_line": lorem_line, "curly_bracket_line": curly_line}
+
+
+def fineweb_metrics(text: str, words: list[str]) -> dict[str, Any]:
+    """What FineWebQualityFilter thresholds, over the non-blank lines: the share ending in terminal
+    punctuation, the share of at most 30 characters, duplicated-line characters per non-newline character;
+    and newlines per word."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
+    from datatrove.utils.text import TERMINAL_PUNCTUATION
+
+    stop_chars = tuple(TERMINAL_PUNCTUATION)
+    lines = [line for line in text.split("\n") if line.strip() != ""]
+    return {
+        "line_punct_ratio": _ratio(sum(1 for line in lines if line.endswith(stop_chars)), len(lines)),
+        "short_line_ratio": _ratio(sum(1 for line in lines if len(line) <= 30), len(lines)),
+        "char_dup_ratio": _ratio(find_duplicates(lines)[1], len(text.replace("\n", ""))) if lines else None,
+        "list_ratio": _ratio(text.count("\n"), len(words)),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+@dataclass(frozen=True)
+class Check:
+    """One threshold of one filter: the page fails when its `metric` is below (`min`) or above (`max`) the
+    RulesConfig field `threshold`, or, for `line` checks, when the metric (a line number) is set and the
+    boolean field `threshold` is true. A null metric or a null threshold never fails (datatrove: NaN, off)."""
+
+    family: str  # the RulesConfig switch of the filter
+    reason: str  # datatrove's reason, prefixed with the family (the decision's reason)
+    metric: str  # the metric column
+    threshold: str  # the RulesConfig field
+    kind: Literal["min", "max", "line"]
+
+
+def _checks() -> tuple[Check, ...]:
+    gq, gr, c4, fw = "gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"
+    return (
+        # GopherQualityFilter, in its order
+        Check(gq, "gopher_short_doc", "n_words", "min_doc_words", "min"),
+        Check(gq, "gopher_long_doc", "n_words", "max_doc_words", "max"),
+        Check(gq, "gopher_below_avg_threshold", "mean_word_length", "min_mean_word_length", "min"),
+        Check(gq, "gopher_above_avg_threshold", "mean_word_length", "max_mean_word_length", "max"),
+        Check(gq, "gopher_too_many_hashes", "hash_word_ratio", "max_hash_word_ratio", "max"),
+        Check(gq, "gopher_too_many_ellipsis", "ellipsis_word_ratio", "max_ellipsis_word_ratio", "max"),
+        Check(gq, "gopher_too_many_bullets", "bullet_line_ratio", "max_bullet_line_ratio", "max"),
+        Check(gq, "gopher_too_many_end_ellipsis", "end_ellipsis_line_ratio", "max_end_ellipsis_line_ratio", "max"),
+        Check(gq, "gopher_below_alpha_threshold", "alpha_word_ratio", "min_alpha_word_ratio", "min"),
+        Check(gq, "gopher_enough_stop_words", "stop_word_count", "min_stop_words", "min"),
+        # GopherRepetitionFilter
+        Check(gr, "gopher_dup_para_frac", "dup_para_frac", "max_dup_para_frac", "max"),
+        Check(gr, "gopher_dup_para_char_frac", "dup_para_char_frac", "max_dup_para_char_frac", "max"),
+        Check(gr, "gopher_dup_line_frac", "dup_line_frac", "max_dup_line_frac", "max"),
+        Check(gr, "gopher_dup_line_char_frac", "dup_line_char_frac", "max_dup_line_char_frac", "max"),
+        *[Check(gr, f"gopher_top_{n}_gram", f"top_{n}gram_char_frac", f"max_top_{n}gram_char_frac", "max")
+          for n in (2, 3, 4)],
+        *[Check(gr, f"gopher_duplicated_{n}_n_grams", f"dup_{n}gram_char_frac", f"max_dup_{n}gram_char_frac", "max")
+          for n in range(5, 11)],
+        # C4QualityFilter: the two whole-page drops happen at the first line that has them (see `failures`),
+        # the sentence count after every line
+        Check(c4, "c4_lorem_ipsum", "lorem_ipsum_line", "drop_lorem_ipsum", "line"),
+        Check(c4, "c4_curly_bracket", "curly_bracket_line", "drop_curly_bracket", "line"),
+        Check(c4, "c4_too_few_sentences", "n_sentences", "min_sentences", "min"),
+        # FineWebQualityFilter
+        Check(fw, "fineweb_line_punct_ratio", "line_punct_ratio", "min_line_punct_ratio", "min"),
+        Check(fw, "fineweb_short_line_ratio", "short_line_ratio", "max_short_line_ratio", "max"),
+        Check(fw, "fineweb_char_dup_ratio", "char_dup_ratio", "max_char_dup_ratio", "max"),
+        Check(fw, "fineweb_list_ratio", "list_ratio", "max_list_ratio", "max"),
+    )
+
+
+# In decision order: Gopher quality first (cheap, and it names the plain reasons: gopher_short_doc for a
+# six-word page rather than the top-2-gram fraction such a page also fails), then repetition, C4, FineWeb.
+CHECKS: tuple[Check, ...] = _checks()
+FAMILIES = ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")
+METRICS: tuple[str, ...] = tuple(dict.fromkeys(check.metric for check in CHECKS))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed check of one page: its reason and a detail naming the value against the threshold."""
+
+    reason: str
+    detail: str
+
+
+def _shown(value: Any, threshold: Any = None) -> str:
+    """A metric value for a detail: integers as they are, floats to 4 significant digits, more when that
+    would print the same as the threshold it was compared to (0.2000001 > 0.2)."""
+    if isinstance(value, float):
+        short = f"{value:.4g}"
+        return repr(value) if threshold is not None and short == f"{threshold:.4g}" else short
+    return str(value)
+
+
+def _failed(check: Check, value: Any, threshold: Any) -> Failure | None:
+    if value is None or threshold is None or threshold is False:
+        return None
+    if check.kind == "line":
+        return Failure(check.reason, f"{check.reason}: {check.metric} {value} ({check.threshold})")
+    if check.kind == "min" and value < threshold:
+        return Failure(check.reason, f"{check.reason}: {check.metric} {_shown(value, threshold)} < {threshold}")
+    if check.kind == "max" and value > threshold:
+        return Failure(check.reason, f"{check.reason}: {check.metric} {_shown(value, threshold)} > {threshold}")
+    return None
+
+
+def failures(metrics: Mapping[str, Any], cfg: RulesConfig) -> list[Failure]:
+    """Every check of the enabled families that `metrics` (one page's stored metrics) fail at `cfg`'s
+    thresholds, in datatrove's order: the first is the page's drop reason. C4 drops a page at the first line
+    with "lorem ipsum" or a curly bracket, so of those two the one on the earlier line comes first (on the
+    same line: lorem ipsum, which C4 checks first)."""
+    found: list[Failure] = []
+    for family in FAMILIES:
+        if not getattr(cfg, family):
+            continue
+        failed = [(check, failure) for check in CHECKS if check.family == family
+                  if (failure := _failed(check, metrics.get(check.metric), getattr(cfg, check.threshold)))]
+        lines = sorted((metrics[check.metric], index) for index, (check, _) in enumerate(failed) if check.kind == "line")
+        found += [failed[index][1] for _, index in lines]
+        found += [failure for check, failure in failed if check.kind != "line"]
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ rule set
+
+
+def word_tokenizer(cfg: RulesConfig) -> WordTokenizer:
+    """The tokenizer the metrics split words and sentences with: FastWordTokenizer, or datatrove's spaCy one."""
+    if cfg.tokenizer == "fast":
+        return FastWordTokenizer("en")
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    return load_word_tokenizer("en")
 
 
 class RuleSet:
-    """The enabled datatrove filters, built once per worker (filters hold compiled regexes and tokenizers)."""
+    """The per-worker state of the rules (their tokenizer, built once: spaCy's loads a model) and the two
+    steps: `measure` a page (extract) and find its `failures` at the configured thresholds (rules stage)."""
 
     def __init__(self, cfg: RulesConfig):
-        from datatrove.pipeline.filters import (
-            C4QualityFilter,
-            FineWebQualityFilter,
-            GopherQualityFilter,
-            GopherRepetitionFilter,
-        )
-
         self.cfg = cfg
-        # datatrove takes a language code (its spaCy tokenizer) or a WordTokenizer instance
-        words: Any = FastWordTokenizer("en") if cfg.tokenizer == "fast" else "en"
-        self.filters: list[tuple[str, Any]] = []
-        # Gopher quality first: it is cheap and names the plain reasons (gopher_short_doc for a
-        # six-word page, rather than the top-2-gram fraction such a page also fails).
-        if cfg.gopher_quality:
-            self.filters.append(("gopher_", GopherQualityFilter(min_doc_words=cfg.min_doc_words,
-                                                                max_doc_words=cfg.max_doc_words, language=words)))
-        if cfg.gopher_repetition:
-            # the spacy setting keeps datatrove's filter exactly as it is
-            if cfg.tokenizer == "spacy":
-                self.filters.append(("gopher_", GopherRepetitionFilter(language=words)))
-            else:
-                self.filters.append(("gopher_", _repetition_filter(words)))
-        if cfg.c4_quality:
-            # As FineWeb uses it: keep lines without terminal punctuation (that rule removes lines, and
-            # rules here only score, they never edit the text).
-            self.filters.append(("c4_", C4QualityFilter(filter_no_terminal_punct=False, language=words)))
-        if cfg.fineweb_quality:
-            self.filters.append(("fineweb_", FineWebQualityFilter(language=words)))
+        self.tokenizer = word_tokenizer(cfg)
 
     def applies_to(self, language: str | None) -> bool:
         return self.cfg.enabled and (not self.cfg.apply_to_languages or language in self.cfg.apply_to_languages)
 
-    def failures(self, text: str, doc_id: str = "") -> list[str]:
-        """Names of the rules the text fails, in filter order: only the first unless
-        `rules.all_failures` (the first decides the drop; the rest cost time and change nothing)."""
-        from datatrove.data import Document
+    def measure(self, text: str) -> dict[str, Any]:
+        """Every metric of `text` (non-empty: extract's no_text check comes first), keyed as METRICS."""
+        words = self.tokenizer.word_tokenize(text)
+        return {**gopher_quality_metrics(text, words), **gopher_repetition_metrics(text, words),
+                **c4_metrics(text, self.tokenizer), **fineweb_metrics(text, words)}
 
-        failed: list[str] = []
-        for prefix, rule in self.filters:
-            # C4's filter rewrites doc.text in place: give every rule its own Document.
-            verdict = rule.filter(Document(text=text, id=doc_id))
-            if verdict is True:
-                continue
-            reason = verdict[1] if isinstance(verdict, tuple) else rule.name
-            failed.append(_prefixed(prefix, str(reason)))
-            if not self.cfg.all_failures:
-                break
-        return failed
-
-
-def rule_scores(text: str) -> dict[str, Any]:
-    """Cheap, language-agnostic statistics behind the rules, stored as columns for later re-thresholding."""
-    words = text.split()
-    n_words = len(words)
-    lines = [line for line in text.splitlines() if line.strip()]
-    n_chars = max(len(text), 1)
-    line_counts = Counter(lines)
-    dup_line_chars = sum(len(line) * (count - 1) for line, count in line_counts.items() if count > 1)
-    lowered = [w.lower() for w in words]
-    bigrams = Counter(zip(lowered, lowered[1:]))
-    top_2gram_chars = 0
-    if bigrams:
-        (first, second), count = bigrams.most_common(1)[0]
-        top_2gram_chars = (len(first) + len(second)) * count
-    total_word_chars = max(sum(len(w) for w in lowered), 1)
-    return {
-        "n_words": n_words,
-        "mean_word_length": (sum(len(w) for w in words) / n_words) if n_words else 0.0,
-        "alpha_word_ratio": (sum(any(c.isalpha() for c in w) for w in words) / n_words) if n_words else 0.0,
-        "stop_word_count": sum(w in STOP_WORDS for w in lowered),
-        "symbol_word_ratio": ((text.count("#") + text.count("...") + text.count("…")) / n_words) if n_words else 0.0,
-        "dup_line_char_frac": dup_line_chars / n_chars,
-        "top_2gram_char_frac": top_2gram_chars / total_word_chars,
-        "line_punct_ratio": (sum(line.rstrip().endswith(TERMINAL_PUNCTUATION) for line in lines) / len(lines))
-        if lines else 0.0,
-        "short_line_ratio": (sum(len(line) <= 30 for line in lines) / len(lines)) if lines else 0.0,
-    }
+    def failures(self, text: str) -> list[str]:
+        """Reasons `text` fails at the configured thresholds: only the first unless `rules.all_failures`."""
+        reasons = [failure.reason for failure in failures(self.measure(text), self.cfg)]
+        return reasons if self.cfg.all_failures else reasons[:1]

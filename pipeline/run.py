@@ -1,4 +1,4 @@
-"""The whole pipeline as one command: extract -> dedup -> annotate (sample) -> distil -> classify -> rewrite -> report.
+"""The whole pipeline as one command: extract -> rules -> dedup -> annotate (sample) -> distil -> classify -> rewrite -> report.
 
 Each stage skips itself when its output is complete and resumes when it is partial, so rerunning the same
 command after a crash (or a killed Ray job) finishes the run without redoing finished work.
@@ -127,7 +127,8 @@ def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = Fa
         "llm_noise": llm_noise,
         **kept,
         "outputs": {name: str(layout.dataset(name)) for name in
-                    ("docs", "unique", "labels", "classifier", "scores", "corpus", "synthetic", "decisions")
+                    ("extracted", "docs", "unique", "labels", "classifier", "scores", "corpus", "synthetic",
+                     "decisions")
                     if layout.dataset(name).exists()},
     }
     return build_report(layout, extra=extra)

@@ -44,6 +44,48 @@ DOCS = pa.schema(
     ]
 )
 
+# Every rule's metric as extract measured it (pipeline.rules): the quantities datatrove's Gopher quality,
+# Gopher repetition, C4 and FineWeb filters compare to their thresholds (pipeline.config.RulesConfig names
+# each threshold after its metric). Ratios are float64, as the filters compute them, so the rules stage's
+# comparisons give the filters' verdicts exactly. Null where the rules were not applied to the page's
+# language (`rules_applied` false) or where a metric is undefined (no words: datatrove's NaN, which passes).
+RULE_METRIC_FIELDS = [
+    # Gopher quality
+    pa.field("n_words", pa.int32()),  # words with a non-punctuation character
+    pa.field("mean_word_length", pa.float64()),  # of those words
+    pa.field("hash_word_ratio", pa.float64()),  # '#' per word
+    pa.field("ellipsis_word_ratio", pa.float64()),  # '...' and '…' per word
+    pa.field("bullet_line_ratio", pa.float64()),
+    pa.field("end_ellipsis_line_ratio", pa.float64()),
+    pa.field("alpha_word_ratio", pa.float64()),
+    pa.field("stop_word_count", pa.int32()),  # distinct stop words present
+    # Gopher repetition
+    pa.field("dup_para_frac", pa.float64()),
+    pa.field("dup_para_char_frac", pa.float64()),
+    pa.field("dup_line_frac", pa.float64()),
+    pa.field("dup_line_char_frac", pa.float64()),
+    *[pa.field(f"top_{n}gram_char_frac", pa.float64()) for n in (2, 3, 4)],
+    *[pa.field(f"dup_{n}gram_char_frac", pa.float64()) for n in range(5, 11)],
+    # C4 quality: sentences in the lines C4 keeps; the first such line (1-based) with "lorem ipsum" / "{"
+    pa.field("n_sentences", pa.int32()),
+    pa.field("lorem_ipsum_line", pa.int32()),
+    pa.field("curly_bracket_line", pa.int32()),
+    # FineWeb quality
+    pa.field("line_punct_ratio", pa.float64()),
+    pa.field("short_line_ratio", pa.float64()),
+    pa.field("char_dup_ratio", pa.float64()),
+    pa.field("list_ratio", pa.float64()),  # newlines per word
+]
+
+# extracted/ (extract's output): every page that got text and passed the checks before the rules (language
+# etc.), with every rule metric. The rules stage decides from it, into docs/ (the kept pages, DOCS) and
+# decisions/rules/, so other thresholds re-decide without reading a WARC file again.
+EXTRACTED = pa.schema(
+    [field for field in DOCS if field.name not in {f.name for f in RULE_SCORE_FIELDS}]
+    + [pa.field("rules_applied", pa.bool_())]  # false: the rules were not applied to this page's language
+    + RULE_METRIC_FIELDS
+)
+
 # unique/ = docs/ plus what dedup learned about each survivor.
 UNIQUE = pa.schema(
     list(DOCS)
@@ -123,6 +165,11 @@ SYNTHETIC = pa.schema(
         pa.field("source_tokens", pa.int32()),  # the source chunks' tokens (see rewrite.tokenizer)
         pa.field("prompt_tokens", pa.int32()),  # summed over the chunks' requests, as the server counted
         pa.field("completion_tokens", pa.int32()),
+        # the scores the rewrite was kept on (pipeline.rewrite.checks.check_scores, docs/rewrite.md#scores):
+        pa.field("rewrite_quality_prob", pa.float32()),  # the quality classifier on the rewrite; null: no classifier
+        pa.field("faithfulness", pa.float32()),  # to the source chunks, in [0, 1] (pipeline.rewrite.faithfulness)
+        pa.field("kept_content_frac", pa.float32()),  # share of the source's content words/numbers/names kept
+        pa.field("invented_frac", pa.float32()),  # share of the rewrite's numbers and names not in the source
     ]
 )
 

@@ -11,6 +11,7 @@ import importlib
 # name -> "module:class"
 STAGES: dict[str, str] = {
     "extract": "pipeline.extract:ExtractStage",
+    "rules": "pipeline.rules_stage:RulesStage",
     "dedup": "pipeline.dedup.stage:DedupStage",
     "annotate": "pipeline.annotate:AnnotateStage",
     "distil": "classifiers.distil:DistilStage",

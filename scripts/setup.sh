@@ -13,4 +13,6 @@ command -v "$PY" >/dev/null || PY=python3
 # and triton has no CPU backend; vLLM's text generation needs none of them.
 .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 .venv/bin/python -c "import pipeline, fasttext, trafilatura, ray, vllm" >/dev/null
+# Debian's chromium and chromium-driver for the notebook's browser test (apt-get, as root; skipped when there)
+bash scripts/setup-test-deps.sh
 echo "environment ready: .venv"

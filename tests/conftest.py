@@ -34,6 +34,18 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """(run folder, completed process) of README Quickstart line 1 on the bundled sample, shared by the tests
+    that read a whole run; they must not change it."""
+    from demo import curate_demo
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = curate_demo(out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result
+
+
 @pytest.fixture
 def sample_warcs() -> list[str]:
     return sorted(str(p) for p in SAMPLE_WARCS.iterdir() if p.name.endswith((".warc.gz", ".warc")))

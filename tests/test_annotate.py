@@ -84,9 +84,11 @@ def test_combined_mode_asks_once_per_page_and_refuses_a_task_subset():
                                                                                          "format"]
     separate = annotate.TaskSet(load_config(None, ["annotate.mode=separate"])).requests({"doc_id": "d", "text": "x"})
     assert [(r.task, "logprobs" in r.params) for r in separate] == [("quality", True), ("topics", False)]
-    # the in-process engine is not asked for logprobs (sampled scores only)
+    # the in-process engine builds the same request (its logprobs: tests/test_llm_engine.py); off when asked
     engine = annotate.TaskSet(load_config(None, ["llm.backend=engine"])).requests({"doc_id": "d", "text": "x"})
-    assert "logprobs" not in engine[0].params
+    assert engine[0].params == requests[0].params
+    off = annotate.TaskSet(load_config(None, ["annotate.score_probs=false"])).requests({"doc_id": "d", "text": "x"})
+    assert "logprobs" not in off[0].params
     with pytest.raises(ConfigError, match=r"annotate.tasks=\['quality'\] applies to annotate.mode=separate"):
         annotate.TaskSet(load_config(None, ["annotate.tasks=[quality]"]))
 

@@ -14,17 +14,13 @@ from pathlib import Path
 import pytest
 
 from pipeline import schemas
+from demo import curate_demo
 from pipeline.io import RunLayout, read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CURATE = Path(sys.executable).with_name("curate")
 NOTEBOOK = ROOT / "notebooks" / "inspect_decisions.ipynb"
 pytestmark = pytest.mark.slow
-
-
-def _curate_run(out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CURATE), "run", "jobs/configs/demo.yaml", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -40,22 +36,15 @@ def _counts(report: dict) -> dict:
             for stage, s in {**report["stages"], **report["side_stages"]}.items()}
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
-    result = _curate_run(out)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out, result
-
-
 def test_demo_command_runs_every_stage_and_stops_its_server(demo_run):
     out, result = demo_run
     report = json.loads((out / "report.json").read_text())
     assert report["conserved"] and not report["problems"]
-    assert set(report["stages"]) == {"extract", "dedup", "classify"}
+    assert set(report["stages"]) == {"extract", "rules", "dedup", "classify"}
     assert set(report["side_stages"]) == {"annotate", "rewrite"}
     # stages chain: each filtering stage read exactly what the previous one kept
-    assert report["stages"]["dedup"]["input"] == report["stages"]["extract"]["kept"]
+    assert report["stages"]["rules"]["input"] == report["stages"]["extract"]["kept"]
+    assert report["stages"]["dedup"]["input"] == report["stages"]["rules"]["kept"]
     assert report["stages"]["classify"]["input"] == report["stages"]["dedup"]["kept"]
     kept = report["stages"]["classify"]["kept"]
     assert 0 < kept < report["stages"]["classify"]["input"]  # the demo keeps about half (keep-rate target)
@@ -80,7 +69,7 @@ def test_demo_command_runs_every_stage_and_stops_its_server(demo_run):
         "tokenizer": "tokenizer:tiny-llama", "exact_docs": kept, "docs": kept}
 
     # the printed summary: the table, the conservation lines, the noise warning, where the outputs are
-    for stage in ("extract", "dedup", "annotate", "classify", "rewrite"):
+    for stage in ("extract", "rules", "dedup", "annotate", "classify", "rewrite"):
         assert re.search(rf"conservation {stage}: .* \[ok\]", result.stdout), stage
     assert "kept tokens (tokenizer:tiny-llama) / words, by quality bucket" in result.stdout
     assert "noise by design" in result.stdout and f"corpus     {out / 'corpus'}" in result.stdout
@@ -93,7 +82,7 @@ def test_rerun_skips_finished_stages_and_changes_nothing(demo_run):
     out, first = demo_run
     before = json.loads((out / "report.json").read_text())
     corpus_files = {p.name: p.stat().st_mtime_ns for p in (out / "corpus").iterdir()}
-    result = _curate_run(out)
+    result = curate_demo(out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "tiny vLLM server ready" not in result.stdout  # nothing left for the LLM to do
     assert "was trained on these labels with these settings, kept" in result.stdout

@@ -68,7 +68,7 @@ def with_content_length(record: bytes, delta: int) -> bytes:
 
 def run_one(path: Path, out: Path, **extract_settings):
     """The extract stage on one file, in this process (the runtime's local executor); returns the shard's
-    (stats, docs, decisions)."""
+    (stats, extracted pages, decisions)."""
     cfg = RunConfig(out=str(out), input=InputConfig(warcs=[str(path)]), extract=ExtractConfig(**extract_settings))
     try:
         run_stage(extract.ExtractStage(cfg), executor=LocalExecutor(), quiet=True)
@@ -76,9 +76,9 @@ def run_one(path: Path, out: Path, **extract_settings):
         pass  # a file none of whose records came through: the stage says so after recording them
     layout = RunLayout(out)
     (stats,) = layout.shard_stats("extract")
-    docs = read_dataset(layout.dataset("docs"), schemas.DOCS).to_pylist()
+    docs = read_dataset(layout.dataset("extracted"), schemas.EXTRACTED).to_pylist()
     decisions = read_dataset(layout.decisions("extract"), schemas.DECISIONS).to_pylist()
-    assert stats["input"] == len(docs) + len(decisions), "every record is a doc or a decision row"
+    assert stats["input"] == len(docs) + len(decisions), "every record is an extracted page or a decision row"
     return stats, docs, decisions
 
 
@@ -222,7 +222,7 @@ def test_time_limit_fires_in_a_ray_task_and_the_worker_goes_on(tmp_path, ray_loc
     timeouts = by_reason(decisions, "extract_timeout")
     (slow,) = [d for d in timeouts if d["url"] == "https://slow.example/"]
     assert slow["outcome"] == schemas.ERRORED and "0.5" in slow["detail"]
-    docs = read_dataset(layout.dataset("docs"), schemas.DOCS).column("warc_record_id").to_pylist()
+    docs = read_dataset(layout.dataset("extracted"), schemas.EXTRACTED).column("warc_record_id").to_pylist()
     # every other page came through; on a heavily loaded machine another one may also hit the 0.5 s limit,
     # and is then errored with its reason, never lost
     assert set(docs) <= baseline[1] and len(baseline[1]) - len(docs) == len(timeouts) - 1

@@ -139,14 +139,22 @@ def test_default_keeps_every_language_and_records_it(tmp_path):
     assert all(d["n_words"] is None and d["rule_failures"] == [] for d in docs)
 
 
-def test_rules_drop_with_a_reason_and_score_kept_docs():
+def test_rules_are_measured_by_extract_and_decided_from_the_metrics():
+    from pipeline.config import RulesConfig
+    from pipeline.rules import METRICS
+    from pipeline.rules_stage import decide_rows
+
     extractor = extract.Extractor(ExtractConfig())
     short = extractor.process(html_record("https://short.example/", ["Too short to be a document, really."]), "t")
-    assert short.decision["outcome"] == schemas.DROPPED and short.decision["reason"] == "gopher_short_doc"
     good = extractor.process(html_record("https://good.example/", ENGLISH), "t")
-    assert good.doc["rule_failures"] == [] and good.doc["n_words"] > 150 and good.doc["line_punct_ratio"] == 1.0
+    # extract keeps every page with its metrics; nothing is decided there
+    assert short.doc is not None and good.doc is not None and short.doc["rules_applied"]
+    assert set(METRICS) <= set(good.doc) and good.doc["n_words"] > 150 and good.doc["line_punct_ratio"] == 1.0
     repeated = extractor.process(html_record("https://rep.example/", [ENGLISH[0]] * 40), "t")
-    assert repeated.decision["reason"].startswith("gopher_")  # repetition caught before anything else
+    (short_failures, good_failures, repeated_failures) = decide_rows([short.doc, good.doc, repeated.doc], RulesConfig())
+    assert short_failures[0].reason == "gopher_short_doc" and good_failures == []
+    assert repeated_failures[0].reason.startswith("gopher_")  # repetition caught before anything else
+    assert short_failures[0].detail == f"gopher_short_doc: n_words {short.doc['n_words']} < 50"
 
 
 def test_fasttext_model_through_a_stage_run(tmp_path, ray_local, tiny_lid_model):

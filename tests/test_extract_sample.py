@@ -21,19 +21,28 @@ def _run(tmp_path, warcs, *overrides):
 def test_sample_every_record_accounted_and_conserved(tmp_path, ray_local, sample_warcs):
     cfg, layout = _run(tmp_path, sample_warcs)
     report = build_report(layout)
-    stage = report["stages"]["extract"]
-    assert report["conserved"] and stage["conserved"]
-    docs = read_dataset(layout.dataset("docs"), schemas.DOCS)
+    stage, rules = report["stages"]["extract"], report["stages"]["rules"]
+    assert report["conserved"] and stage["conserved"] and rules["conserved"]
+    extracted = read_dataset(layout.dataset("extracted"), schemas.EXTRACTED)
     decisions = read_dataset(layout.decisions("extract"), schemas.DECISIONS)
-    assert stage["kept"] == docs.num_rows > 40
-    assert stage["input"] == docs.num_rows + decisions.num_rows
-    ids = docs.column("doc_id").to_pylist() + decisions.column("doc_id").to_pylist()
+    assert stage["kept"] == extracted.num_rows > 80
+    assert stage["input"] == extracted.num_rows + decisions.num_rows
+    ids = extracted.column("doc_id").to_pylist() + decisions.column("doc_id").to_pylist()
     assert len(ids) == len(set(ids)), "doc_id must be unique per record"
     reasons = Counter(decisions.column("reason").to_pylist())
     # request/metadata/revisit records and non-200 responses are dropped with their reason
     assert reasons["warc_request"] > 0 and reasons["warc_revisit"] >= 1 and reasons["http_not_200"] > 0
-    # the schema on disk is the declared one
+    # the rules stage reads every extracted page: kept ones in docs/, the others with their rule's reason
+    docs = read_dataset(layout.dataset("docs"), schemas.DOCS)
+    dropped = read_dataset(layout.decisions("rules"), schemas.DECISIONS)
+    assert rules["input"] == extracted.num_rows and rules["kept"] == docs.num_rows > 40
+    assert sorted(docs.column("doc_id").to_pylist() + dropped.column("doc_id").to_pylist()) == sorted(
+        extracted.column("doc_id").to_pylist())
+    assert {r.split("_")[0] for r in dropped.column("reason").to_pylist()} <= {"gopher", "c4", "fineweb"}
+    # the schemas on disk are the declared ones
     assert pq.read_schema(next(layout.dataset("docs").glob("*.parquet"))).equals(schemas.DOCS, check_metadata=False)
+    assert pq.read_schema(next(layout.dataset("extracted").glob("*.parquet"))).equals(schemas.EXTRACTED,
+                                                                                       check_metadata=False)
 
 
 def test_clueweb_euc_jp_is_readable_japanese(tmp_path, ray_local, sample_warcs):

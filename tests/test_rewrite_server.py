@@ -22,14 +22,23 @@ from pipeline.io import RunLayout, read_dataset, write_parquet
 from pipeline.llm.client import LLMUnavailable
 from pipeline.llm.server import fetch_metrics, requests_served
 from pipeline.report import build_report
-from pipeline.rewrite.checks import COPIED_INPUT, EMPTY_OUTPUT, LANGUAGE_MISMATCH, QA_UNPARSEABLE, TRUNCATED_OUTPUT
+from pipeline.rewrite.checks import (
+    COPIED_INPUT,
+    EMPTY_OUTPUT,
+    LANGUAGE_MISMATCH,
+    LOW_REWRITE_QUALITY,
+    QA_UNPARSEABLE,
+    TRUNCATED_OUTPUT,
+    UNFAITHFUL_REWRITE,
+)
 from pipeline.llm.tokens import TokenCounter
 from pipeline.rewrite.chunking import chunk_text, split_paragraphs
 
 SAMPLE_WARCS = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
 CHUNK_TOKENS = 256
 MAX_CHUNKS = 40
-CHECK_REASONS = {EMPTY_OUTPUT, TRUNCATED_OUTPUT, QA_UNPARSEABLE, COPIED_INPUT, LANGUAGE_MISMATCH}
+CHECK_REASONS = {EMPTY_OUTPUT, TRUNCATED_OUTPUT, QA_UNPARSEABLE, COPIED_INPUT, LANGUAGE_MISMATCH, UNFAITHFUL_REWRITE,
+                 LOW_REWRITE_QUALITY}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +64,8 @@ def real_corpus(tmp_path_factory, ray_local):
 
 def settings(out, server, tiny_model_dir) -> list[str]:
     return [f"out={out}", f"llm.url={server.url}", f"llm.tiny_model_dir={tiny_model_dir}",
+            # this corpus has no classifier (the scores are tested in test_rewrite_checks.py)
+            "rewrite.min_quality_prob=null",
             "rewrite.mid_threshold=0.2", "rewrite.high_threshold=0.6", f"rewrite.chunk_tokens={CHUNK_TOKENS}",
             f"rewrite.max_chunks_per_doc={MAX_CHUNKS}", "rewrite.shard_size=2",
             "rewrite.max_output_tokens={rewrite_wiki: 16, qa_pairs: 16, distill: 12, knowledge_list: 12}"]

@@ -155,3 +155,59 @@ def test_copy_ratio_and_language_checks():
     # CJK text has no spaces: copying is measured per character
     zh = "埃菲尔铁塔是位于法国巴黎战神广场的锻铁镂空结构铁塔"
     assert copy_ratio(zh, zh) == 1.0 and copy_ratio(zh, "这座塔很高而且很有名气大家都喜欢去看") == 0.0
+
+
+# ------------------------------------------------------------------------------------- score decisions
+def scores(quality, faithfulness, invented=()):
+    from pipeline.rewrite.checks import RewriteScores
+
+    return RewriteScores(quality_prob=quality, faithfulness=faithfulness, kept_content_frac=0.5,
+                         invented_frac=0.25 if invented else 0.0, invented=invented)
+
+
+def test_score_checks_unfaithful_first_then_quality_with_every_score_in_the_detail():
+    from pipeline.rewrite.checks import LOW_REWRITE_QUALITY, UNFAITHFUL_REWRITE, check_scores
+
+    limits = dict(min_faithfulness=0.6, min_quality_prob=0.1)
+    assert check_scores(scores(0.5, 0.9), **limits) is None
+    assert check_scores(scores(0.1, 0.6), **limits) is None  # a threshold itself passes
+    both = check_scores(scores(0.02, 0.3, ("1850", "Lyon")), **limits)
+    assert both.reason == UNFAITHFUL_REWRITE
+    assert both.detail.startswith("faithfulness 0.300 < rewrite.min_faithfulness 0.6; ")
+    assert "rewrite_quality_prob=0.020" in both.detail and "invented: 1850, Lyon" in both.detail
+    low = check_scores(scores(0.02, 0.9), **limits)
+    assert low.reason == LOW_REWRITE_QUALITY
+    assert low.detail.startswith("rewrite_quality_prob 0.020 < rewrite.min_quality_prob 0.1; ")
+    assert "faithfulness=0.900" in low.detail
+    # the classifier could not score the text (NaN): not shown to be good enough
+    assert check_scores(scores(float("nan"), 0.9), **limits).reason == LOW_REWRITE_QUALITY
+    # None or 0: that threshold is off (no quality score needed)
+    for off in (None, 0.0):
+        assert check_scores(scores(None, 0.9), min_faithfulness=0.6, min_quality_prob=off) is None
+        assert check_scores(scores(0.5, 0.0), min_faithfulness=off, min_quality_prob=0.1) is None
+    assert "rewrite_quality_prob=none" in scores(None, 0.9).detail()
+
+
+def test_score_thresholds_are_validated_naming_the_field_and_are_stage_settings():
+    from pipeline.rewrite.stage import NOT_SETTINGS
+
+    defaults = load_config(None).rewrite
+    assert 0 < defaults.min_quality_prob < 1 and 0 < defaults.min_faithfulness < 1
+    for field in ("min_quality_prob", "min_faithfulness"):
+        for bad in ("1.5", "-0.1", "high"):
+            with pytest.raises(ConfigError, match=rf"rewrite\.{field}: "):
+                load_config(None, [f"rewrite.{field}={bad}"])
+        assert getattr(load_config(None, [f"rewrite.{field}=null"]).rewrite, field) is None
+        assert field not in NOT_SETTINGS  # part of the stage's settings: a change is refused in a run folder
+
+
+def test_score_histograms_add_up_over_shards():
+    from pipeline.rewrite.stage import histogram, merge_score_stats, score_stats
+
+    assert histogram([0.0, 0.05, 0.1, 0.55, 0.999, 1.0, None, float("nan")]) == [2, 1, 0, 0, 0, 1, 0, 0, 0, 2]
+    shard = {"scores": {"kept": {"faithfulness": score_stats([0.9, 1.0]), "rewrite_quality_prob": score_stats([None])},
+                        "dropped": {"faithfulness": score_stats([0.1]), "rewrite_quality_prob": score_stats([0.5])}}}
+    total = merge_score_stats([shard, shard, {}])
+    assert total["kept"]["faithfulness"]["n"] == 4 and total["kept"]["faithfulness"]["sum"] == pytest.approx(3.8)
+    assert total["kept"]["faithfulness"]["hist"][9] == 4 and total["kept"]["rewrite_quality_prob"]["n"] == 0
+    assert total["dropped"]["rewrite_quality_prob"]["hist"][5] == 2

@@ -297,9 +297,11 @@ def test_kill_9_of_the_process_group_mid_stage_then_rerun_gives_the_same_documen
     subprocess.run([*command, "--out", str(killed)], check=True, capture_output=True, cwd=ROOT, env=env, timeout=600)
 
     def ids(out):
-        docs = read_dataset(RunLayout(out).dataset("docs"), schemas.DOCS).column("doc_id").to_pylist()
-        decided = read_dataset(RunLayout(out).decisions("extract"), schemas.DECISIONS).column("doc_id").to_pylist()
-        return sorted(docs), sorted(decided)
+        layout = RunLayout(out)
+        docs = read_dataset(layout.dataset("docs"), schemas.DOCS).column("doc_id").to_pylist()
+        decided = [read_dataset(layout.decisions(stage), schemas.DECISIONS).column("doc_id").to_pylist()
+                   for stage in ("extract", "rules")]
+        return sorted(docs), sorted(decided[0]), sorted(decided[1])
 
     assert ids(killed) == ids(clean) and len(ids(killed)[0]) == len(set(ids(killed)[0]))
 

@@ -6,6 +6,14 @@ style's token limit), and for question-answer styles `qa_unparseable`. The whole
 (`check_rewrite`) compare the reassembled text with the source: `copied_input` (the output repeats the
 source verbatim above a ratio) and `language_mismatch` (the output is in another language than the
 source). A rewrite that fails any check never enters synthetic/; its reason goes to decisions/rewrite.
+
+A rewrite that passes those format checks is then scored (`RewriteScores`: the quality classifier's
+probability of its text, its faithfulness to the source, pipeline.rewrite.faithfulness) and decided on the
+scores (`check_scores`): `unfaithful_rewrite` below rewrite.min_faithfulness, then `low_rewrite_quality`
+below rewrite.min_quality_prob. Format first, scores last: a copy or an empty answer is not worth scoring,
+and the reason names the first thing wrong with it. Of the two scores, faithfulness decides first: a fluent
+rewrite that invents facts is the worse failure, and its reason should say so; the detail of a score drop
+carries both scores either way.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ TRUNCATED_OUTPUT = "truncated_output"
 QA_UNPARSEABLE = "qa_unparseable"
 COPIED_INPUT = "copied_input"
 LANGUAGE_MISMATCH = "language_mismatch"
+UNFAITHFUL_REWRITE = "unfaithful_rewrite"
+LOW_REWRITE_QUALITY = "low_rewrite_quality"
 
 # "Question: ..." / "Answer: ..." (also Q:/A:, any case, optional markdown bold or list markers).
 _QA_LABEL = re.compile(r"^[\s>*#\-\d.)]*\**\s*(question|answer|q|a)\s*\**\s*[:：]\s*\**\s*", re.IGNORECASE)
@@ -144,4 +154,54 @@ def check_rewrite(source: str, output: str, *, source_language: str | None, outp
                                      f"(rewrite.max_copy_ratio={max_copy_ratio})")
     if source_language and output_language and output_language != source_language:
         return Failure(LANGUAGE_MISMATCH, f"output is {output_language!r}, source is {source_language!r}")
+    return None
+
+
+@dataclass(frozen=True)
+class RewriteScores:
+    """The scores of one rewrite that passed the format checks. `quality_prob` is None when no quality
+    classifier was found (allowed only while rewrite.min_quality_prob is off), NaN when the classifier could
+    not score the text (nothing left after its normalisation)."""
+
+    quality_prob: float | None
+    faithfulness: float
+    kept_content_frac: float
+    invented_frac: float
+    invented: tuple[str, ...] = ()
+
+    def detail(self) -> str:
+        """`key=value; ...` of every score (what `curate explain` shows for a dropped rewrite), then the
+        first invented facts."""
+        missing = self.quality_prob is None or self.quality_prob != self.quality_prob  # None or NaN
+        quality = "none" if missing else f"{self.quality_prob:.3f}"
+        parts = [f"rewrite_quality_prob={quality}", f"faithfulness={self.faithfulness:.3f}",
+                 f"kept_content_frac={self.kept_content_frac:.3f}", f"invented_frac={self.invented_frac:.3f}"]
+        if self.invented:
+            shown = ", ".join(self.invented[:8]) + (f", ... ({len(self.invented)} in all)"
+                                                   if len(self.invented) > 8 else "")
+            parts.append(f"invented: {shown}")
+        return "; ".join(parts)
+
+
+def threshold_on(threshold: float | None) -> bool:
+    """A score threshold of None or 0 is off: it drops nothing (and the quality one needs no classifier)."""
+    return threshold is not None and threshold > 0
+
+
+def check_scores(scores: RewriteScores, *, min_faithfulness: float | None,
+                 min_quality_prob: float | None) -> Failure | None:
+    """Decide a format-checked rewrite on its scores: unfaithful first, then low quality (see the module
+    docstring). The detail says which value missed which threshold, then lists every score."""
+    if threshold_on(min_faithfulness) and scores.faithfulness < min_faithfulness:
+        return Failure(UNFAITHFUL_REWRITE, f"faithfulness {scores.faithfulness:.3f} < rewrite.min_faithfulness "
+                                           f"{min_faithfulness}; {scores.detail()}")
+    if threshold_on(min_quality_prob):
+        quality = scores.quality_prob
+        if quality is None or quality != quality:  # no score (NaN): cannot show it is good enough
+            return Failure(LOW_REWRITE_QUALITY, f"the classifier gave no score (no text left after its "
+                                                f"normalisation) < rewrite.min_quality_prob {min_quality_prob}; "
+                                                f"{scores.detail()}")
+        if quality < min_quality_prob:
+            return Failure(LOW_REWRITE_QUALITY, f"rewrite_quality_prob {quality:.3f} < rewrite.min_quality_prob "
+                                                f"{min_quality_prob}; {scores.detail()}")
     return None

@@ -8,8 +8,11 @@ with its reason in decisions/rewrite, and each shard marker satisfies input == k
 Steps, each testable alone:
 - `route`: quality_prob -> the styles to write, or the reason for none (pure).
 - `plan_doc`: the page's chunks (pipeline.rewrite.chunking) and the requests for each style (pure).
-- `assemble`: one (document, style)'s chunk answers -> a synthetic row or a failure (pure; the checks are
-  in pipeline.rewrite.checks).
+- `assemble`: one (document, style)'s chunk answers -> a format-checked `Candidate` with its faithfulness to
+  the source chunks, or a failure (pure; the checks are in pipeline.rewrite.checks, the faithfulness measure
+  in pipeline.rewrite.faithfulness).
+- `decide`: a candidate and the quality classifier's score of its text -> the synthetic row, or the score
+  that missed its threshold (`unfaithful_rewrite`, `low_rewrite_quality`; pure).
 - `RewriteStage`: an LLM stage (pipeline.llm.stage): the corpus streamed into shards, each answered through
   the shared LLM client (retries, response cache) on Ray actors; the runtime writes synthetic/, decisions/
   and the shard markers, and `finish` the dataset card (synthetic/README.md).
@@ -36,7 +39,19 @@ from pipeline.llm.client import Completion, LLMError, canonical_json
 from pipeline.llm.prompts import Prompt, PromptError, load_prompt
 from pipeline.llm.stage import LLMStage, LLMWorker, Requests, is_transient, sampling_params
 from pipeline.llm.tokens import TokenCounter, resolve_tokenizer
-from pipeline.rewrite.checks import Failure, check_answer, check_rewrite, format_qa_pairs, parse_qa_pairs
+from pipeline.rewrite import faithfulness as faith
+from pipeline.rewrite.checks import (
+    LOW_REWRITE_QUALITY,
+    UNFAITHFUL_REWRITE,
+    Failure,
+    RewriteScores,
+    check_answer,
+    check_rewrite,
+    check_scores,
+    format_qa_pairs,
+    parse_qa_pairs,
+    threshold_on,
+)
 from pipeline.rewrite.chunking import chunk_text
 from pipeline.runtime import Output, Shard, ShardResult, run_stage
 from pipeline.sources import InputError
@@ -56,6 +71,11 @@ QA_TASKS = ("qa_pairs",)
 CORPUS_COLUMNS = ["doc_id", "url", "text", "language", "quality_prob"]
 # Rewrite settings that do not shape the answers: the input selection and how the work is cut and spread.
 NOT_SETTINGS = {"enabled", "corpus", "limit", "shard_size", "num_actors", "styles"}
+# The scores a rewrite is decided on (synthetic/ columns), and the reasons of a score drop.
+SCORE_COLUMNS = ("rewrite_quality_prob", "faithfulness")
+SCORE_REASONS = (UNFAITHFUL_REWRITE, LOW_REWRITE_QUALITY)
+# The card's histograms: SCORE_BINS equal bins over [0, 1].
+SCORE_BINS = 10
 
 
 class RewriteInputError(InputError):
@@ -192,28 +212,36 @@ def synthetic_id(doc_id: str, style: Style, model: str, params_json: str) -> str
     return hashlib.sha1(key.encode()).hexdigest()[:20]
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A (page, style) rewrite that passed the format checks: its synthetic row without the quality score yet,
+    and its faithfulness to the source chunks (pipeline.rewrite.faithfulness.score_rewrite)."""
+
+    row: dict[str, Any]
+    faithfulness: faith.RewriteFaithfulness
+
+
 def assemble(plan: DocPlan, style: Style, answers: Sequence[Completion | LLMError], *, model: str,
-             params_json: str, langid=None, rewrite_cfg) -> dict[str, Any] | tuple[str, Failure]:
-    """One (page, style): its chunk answers, in order, -> a synthetic row, or (outcome, failure).
+             params_json: str, langid=None, rewrite_cfg) -> Candidate | tuple[str, Failure]:
+    """One (page, style): its chunk answers, in order, -> a format-checked `Candidate`, or (outcome, failure).
 
     A request that failed is `errored` with reason request_<kind>; a check that failed is `dropped`. Any
-    chunk failing fails the whole rewrite: a page with a hole in it is not a rewrite of the page."""
+    chunk failing fails the whole rewrite: a page with a hole in it is not a rewrite of the page. Each
+    chunk's answer (for question-answer styles: its pairs, as stored) is scored for faithfulness against its
+    own chunk."""
     n = len(answers)
     for index, answer in enumerate(answers):
         if isinstance(answer, LLMError):
             return schemas.ERRORED, Failure(f"request_{answer.kind}",
                                             f"chunk {index + 1}/{n}: {answer.detail} ({answer.attempts} attempts)")
-    parts: list[str] = []
-    pairs: list[tuple[str, str]] = []
+    parts: list[str] = []  # one per chunk: the answer as stored
     for index, answer in enumerate(answers):
         failure = check_answer(answer.text, answer.finish_reason, qa=style.qa)
         if failure is not None:
             return schemas.DROPPED, Failure(failure.reason, f"chunk {index + 1}/{n}: {failure.detail}")
-        if style.qa:
-            pairs.extend(parse_qa_pairs(answer.text))  # parses: check_answer said so
-        else:
-            parts.append(answer.text.strip())
-    text = format_qa_pairs(pairs) if style.qa else "\n\n".join(parts)
+        # question-answer answers parse (check_answer said so) and are stored as their pairs
+        parts.append(format_qa_pairs(parse_qa_pairs(answer.text)) if style.qa else answer.text.strip())
+    text = "\n\n".join(parts)
     source_text = "\n".join(plan.chunks)
     source_language = plan.doc.get("language")
     output_language = None
@@ -225,7 +253,8 @@ def assemble(plan: DocPlan, style: Style, answers: Sequence[Completion | LLMErro
                             max_copy_ratio=rewrite_cfg.max_copy_ratio, ngram=rewrite_cfg.copy_ngram)
     if failure is not None:
         return schemas.DROPPED, failure
-    return {
+    faithfulness = faith.score_rewrite(plan.chunks, parts, style.name)
+    return Candidate(row={
         "synthetic_id": synthetic_id(plan.doc["doc_id"], style, model, params_json),
         "doc_id": plan.doc["doc_id"], "style": style.name, "prompt_id": style.prompt_id,
         "prompt_hash": style.prompt.prompt_hash, "model": answers[0].model or model,
@@ -233,7 +262,33 @@ def assemble(plan: DocPlan, style: Style, answers: Sequence[Completion | LLMErro
         "quality_prob": plan.doc.get("quality_prob"), "source_tokens": sum(plan.chunk_tokens),
         "prompt_tokens": sum(a.prompt_tokens for a in answers),
         "completion_tokens": sum(a.completion_tokens for a in answers),
-    }
+        "faithfulness": faithfulness.faithfulness, "kept_content_frac": faithfulness.kept_content_frac,
+        "invented_frac": faithfulness.invented_frac,
+    }, faithfulness=faithfulness)
+
+
+def rewrite_scores(candidate: Candidate, quality_prob: float | None) -> RewriteScores:
+    """The scores a candidate is decided on: the classifier's on its text (None: no classifier) and its
+    faithfulness."""
+    f = candidate.faithfulness
+    return RewriteScores(quality_prob=quality_prob, faithfulness=f.faithfulness,
+                         kept_content_frac=f.kept_content_frac, invented_frac=f.invented_frac, invented=f.invented)
+
+
+def decide(candidate: Candidate, quality_prob: float | None, rewrite_cfg) -> dict[str, Any] | Failure:
+    """The synthetic row of a candidate whose scores pass rewrite.min_faithfulness and rewrite.min_quality_prob
+    (pipeline.rewrite.checks.check_scores), or the failure naming the score that missed its threshold."""
+    scores = rewrite_scores(candidate, quality_prob)
+    failure = check_scores(scores, min_faithfulness=rewrite_cfg.min_faithfulness,
+                           min_quality_prob=rewrite_cfg.min_quality_prob)
+    if failure is not None:
+        chunks = len(candidate.faithfulness.chunks)
+        if failure.reason == UNFAITHFUL_REWRITE and chunks > 1:
+            failure = Failure(failure.reason, f"{failure.detail}; lowest faithfulness in chunk "
+                                              f"{candidate.faithfulness.worst_chunk + 1}/{chunks}")
+        return failure
+    scored = None if quality_prob is None or math.isnan(quality_prob) else float(quality_prob)
+    return {**candidate.row, "rewrite_quality_prob": scored}
 
 
 def decision_row(doc: dict[str, Any], outcome: str, failure: Failure, source: str,
@@ -247,7 +302,7 @@ def decision_row(doc: dict[str, Any], outcome: str, failure: Failure, source: st
 # ------------------------------------------------------------------------------------------- planning
 def resolve_corpus_dir(cfg) -> Path:
     """rewrite.corpus, else the run's corpus/ (classify's kept pages), with the columns routing needs."""
-    folder = Path(cfg.rewrite.corpus or Path(cfg.out) / "corpus")
+    folder = corpus_folder(cfg)
     if not any(folder.glob("*.parquet")):
         raise RewriteInputError(f"rewrite: no Parquet files in {folder} (run classify first or pass --corpus)")
     for path in sorted(folder.glob("*.parquet")):
@@ -255,6 +310,124 @@ def resolve_corpus_dir(cfg) -> Path:
         if missing:
             raise RewriteInputError(f"rewrite: {path} has no column(s) {missing} (expected classify's corpus/ rows)")
     return folder
+
+
+def corpus_folder(cfg) -> Path:
+    """rewrite.corpus, else the run's corpus/ (unchecked: `resolve_corpus_dir` checks it)."""
+    return Path(cfg.rewrite.corpus or Path(cfg.out) / "corpus")
+
+
+def corpus_card_classifier(corpus_dir: Path) -> str | None:
+    """The classifier folder named in the corpus card's YAML header (`classifier.path`, written by classify),
+    or None when the corpus has no such card."""
+    import yaml
+
+    card = corpus_dir / "README.md"
+    try:
+        text = card.read_text()
+    except OSError:
+        return None
+    if not text.startswith("---\n") or "\n---" not in text[4:]:
+        return None
+    try:
+        header = yaml.safe_load(text[4 : text.index("\n---", 4)])
+    except yaml.YAMLError:
+        return None
+    classifier = header.get("classifier") if isinstance(header, dict) else None
+    path = classifier.get("path") if isinstance(classifier, dict) else None
+    return str(path) if path else None
+
+
+@dataclass(frozen=True)
+class ClassifierChoice:
+    """The quality classifier rewrites are scored with (None: none found) and where it was found."""
+
+    folder: str | None
+    found_by: str  # the setting or file that named it, or what was looked at
+
+
+def resolve_quality_classifier(cfg) -> ClassifierChoice:
+    """The classifier that scored the corpus, to score its rewrites on the same scale: classify.classifier
+    (this config names it), else the corpus card's `classifier.path` (the one whose quality_prob routed these
+    pages), else the run's <out>/classifier (distil's output). A named folder that is not a usable classifier
+    is an error; with none found, quality scoring is off, which rewrite.min_quality_prob must allow (checked
+    by `check_quality_classifier`)."""
+    from pipeline.classify import ClassifyError, check_classifier
+
+    def usable(folder: Path, named_by: str) -> bool:
+        if not (folder / "config.yaml").is_file():
+            return False
+        try:
+            check_classifier(folder)
+        except ClassifyError as exc:
+            raise ConfigError(f"rewrite: the quality classifier named by {named_by} is not usable: {exc}") from None
+        return True
+
+    explicit = cfg.classify.classifier
+    if explicit:
+        if not usable(Path(explicit), "classify.classifier"):
+            raise ConfigError(f"classify.classifier: {explicit} is not a classifier folder (no config.yaml); "
+                              "rewrites are scored with it (rewrite.min_quality_prob)")
+        return ClassifierChoice(str(explicit), "classify.classifier")
+    corpus = corpus_folder(cfg)
+    from_card = corpus_card_classifier(corpus)
+    if from_card and usable(Path(from_card), f"the corpus card {corpus / 'README.md'}"):
+        return ClassifierChoice(from_card, f"the corpus card ({corpus / 'README.md'})")
+    own = RunLayout(cfg.out).dataset("classifier")
+    if usable(own, f"the run folder ({own})"):
+        return ClassifierChoice(str(own), "the run folder (<out>/classifier)")
+    looked = ["classify.classifier (not set)", f"the corpus card {corpus / 'README.md'}"
+              + (f" (names {from_card}, not a classifier folder)" if from_card else " (none or no classifier)"),
+              f"{own} (no config.yaml)"]
+    return ClassifierChoice(None, "none found: looked at " + ", ".join(looked))
+
+
+def check_quality_classifier(choice: ClassifierChoice, rewrite_cfg) -> None:
+    """rewrite.min_quality_prob on with no classifier to score with: refused, naming the field and the fix."""
+    if choice.folder is None and threshold_on(rewrite_cfg.min_quality_prob):
+        raise ConfigError(f"rewrite.min_quality_prob={rewrite_cfg.min_quality_prob} needs the quality classifier "
+                          f"to score rewrites, and there is {choice.found_by}. Set classify.classifier to a "
+                          "classifier folder (`curate distil`'s output), or rewrite.min_quality_prob to null to "
+                          "keep rewrites without a quality score")
+
+
+def quality_scores(classifier, texts: list[str]) -> list[float | None]:
+    """The classifier's P(high quality) of each text (NaN: nothing left after its normalisation); None for
+    every text when there is no classifier."""
+    if classifier is None:
+        return [None] * len(texts)
+    return [float(p) for p in classifier.score(texts)] if texts else []
+
+
+def histogram(values: Sequence[float | None], bins: int = SCORE_BINS) -> list[int]:
+    """Counts of `values` in `bins` equal bins over [0, 1] (1.0 in the last); None and NaN left out."""
+    counts = [0] * bins
+    for value in values:
+        if value is not None and not math.isnan(value):
+            counts[min(int(value * bins), bins - 1)] += 1
+    return counts
+
+
+def score_stats(values: Sequence[float | None]) -> dict[str, Any]:
+    """What a shard marker keeps of a list of scores: histogram, count and sum (markers add up)."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return {"hist": histogram(present), "n": len(present), "sum": round(sum(present), 6)}
+
+
+def add_score_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {"hist": [x + y for x, y in zip(a["hist"], b["hist"])], "n": a["n"] + b["n"],
+            "sum": round(a["sum"] + b["sum"], 6)}
+
+
+def merge_score_stats(markers: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{"kept"|"dropped": {score column: stats}} summed over the shard markers (`dropped`: by a score)."""
+    empty = score_stats([])
+    total = {group: {column: dict(empty) for column in SCORE_COLUMNS} for group in ("kept", "dropped")}
+    for marker in markers:
+        for group, columns in (marker.get("scores") or {}).items():
+            for column, stats in columns.items():
+                total[group][column] = add_score_stats(total[group][column], stats)
+    return total
 
 
 def iter_shards(folder: Path, shard_size: int, limit: int | None,
@@ -321,8 +494,9 @@ def card_section(cfg, summary: dict[str, Any]) -> str:
         "is empty or cut at the token limit, a question-answer answer does not parse into pairs, the output "
         f"copies the source verbatim (more than {rewrite.max_copy_ratio:.0%} of its words in runs of "
         f"{rewrite.copy_ngram}), or is in another language than the source"
-        f"{'' if rewrite.check_language else ' (language check off)'}. Reasons, per unit, are in "
-        "`decisions/rewrite`:",
+        f"{'' if rewrite.check_language else ' (language check off)'}; a rewrite passing those checks is then "
+        "dropped when its scores miss their thresholds (below). Reasons, per unit, are in `decisions/rewrite` "
+        "(the detail of a score drop lists every score):",
         "",
         "| outcome | reason | units |",
         "|---|---|---|",
@@ -330,7 +504,67 @@ def card_section(cfg, summary: dict[str, Any]) -> str:
     for outcome in ("dropped", "errored"):
         for reason, count in summary[outcome].items():
             lines.append(f"| {outcome} | {reason} | {count} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *scores_section(rewrite, summary)]) + "\n"
+
+
+def _threshold(value: float | None) -> str:
+    return f"{value}" if threshold_on(value) else "off"
+
+
+def _mean(stats: dict[str, Any]) -> str:
+    return f"{stats['sum'] / stats['n']:.3f}" if stats["n"] else "-"
+
+
+def scores_section(rewrite_cfg, summary: dict[str, Any]) -> list[str]:
+    """The card's "Scores" part: what each score is, its threshold, and both distributions (histogram, count
+    and mean) for the kept rewrites and for those dropped by a score."""
+    classifier = summary["quality_classifier"]
+    scores = summary["scores"]
+    if classifier["path"]:
+        quality = (f"the quality classifier `{classifier['path']}` (found by {classifier['found_by']}, sha256 "
+                   f"`{(classifier['sha256'] or '')[:16]}`) on the rewrite's text, the classifier that scored the "
+                   "corpus")
+    else:
+        quality = f"not scored: no quality classifier ({classifier['found_by']})"
+    lines = [
+        "### Scores",
+        "",
+        "Every rewrite that passed the checks above is scored, and kept only when each score reaches its "
+        "threshold (`off`: the score is recorded, nothing is dropped for it):",
+        "",
+        f"- `faithfulness` >= {_threshold(rewrite_cfg.min_faithfulness)} (`rewrite.min_faithfulness`, else "
+        f"`{UNFAITHFUL_REWRITE}`): each chunk's answer against its own chunk, (1 - invented_frac) x min(1, "
+        "kept_content_frac / the style's coverage target), the lowest chunk's; `invented_frac` is the share of "
+        "the rewrite's numbers and named terms not in the source, `kept_content_frac` the share of the source's "
+        "content words, numbers and named terms the rewrite keeps (`pipeline/rewrite/faithfulness.py`, "
+        f"{faith.METHOD}; targets {', '.join(f'{k} {v}' for k, v in faith.COVERAGE_TARGET.items())}).",
+        f"- `rewrite_quality_prob` >= {_threshold(rewrite_cfg.min_quality_prob)} (`rewrite.min_quality_prob`, "
+        f"else `{LOW_REWRITE_QUALITY}`): {quality}.",
+        "",
+        "Unfaithful is decided first. Distributions (rewrites per score range):",
+        "",
+        "| score range | kept: faithfulness | dropped by a score: faithfulness | kept: rewrite_quality_prob | "
+        "dropped by a score: rewrite_quality_prob |",
+        "|---|---|---|---|---|",
+    ]
+    columns = [scores[group][column] for column in ("faithfulness", "rewrite_quality_prob")
+               for group in ("kept", "dropped")]
+    for index in range(SCORE_BINS):
+        low, high = index / SCORE_BINS, (index + 1) / SCORE_BINS
+        label = f"[{low:.1f}, {high:.1f}" + ("]" if index == SCORE_BINS - 1 else ")")
+        lines.append(f"| {label} | " + " | ".join(str(c["hist"][index]) for c in columns) + " |")
+    lines.append("| rewrites scored | " + " | ".join(str(c["n"]) for c in columns) + " |")
+    lines.append("| mean | " + " | ".join(_mean(c) for c in columns) + " |")
+    return lines
+
+
+def scores_line(scores: dict[str, Any], rewrite_cfg) -> str:
+    """One line of the stage summary: the kept rewrites' mean scores, how many a score dropped, thresholds."""
+    kept, dropped = scores["kept"], scores["dropped"]
+    return (f"scores: kept mean faithfulness {_mean(kept['faithfulness'])}, rewrite_quality_prob "
+            f"{_mean(kept['rewrite_quality_prob'])}; {dropped['faithfulness']['n']} dropped by a score "
+            f"(rewrite.min_faithfulness {_threshold(rewrite_cfg.min_faithfulness)}, rewrite.min_quality_prob "
+            f"{_threshold(rewrite_cfg.min_quality_prob)})")
 
 
 def write_card(layout: RunLayout, cfg, summary: dict[str, Any]) -> Path:
@@ -341,7 +575,9 @@ def write_card(layout: RunLayout, cfg, summary: dict[str, Any]) -> Path:
 
     header = {"pretty_name": "synthetic rewrites", "source_corpus": summary["corpus"], "model": summary["model"],
               "styles": {pid: s["prompt_hash"] for pid, s in summary["styles"].items()},
-              "rows": summary["kept"], "complete": summary["complete"]}
+              "rows": summary["kept"], "complete": summary["complete"],
+              "min_faithfulness": cfg.rewrite.min_faithfulness, "min_quality_prob": cfg.rewrite.min_quality_prob,
+              "quality_classifier": summary["quality_classifier"]["path"]}
     text = "---\n" + yaml.safe_dump(header, sort_keys=True) + "---\n\n" + card_section(cfg, summary)
     path = layout.dataset(SYNTHETIC) / "README.md"
     tmp = _atomic_target(path)
@@ -356,10 +592,12 @@ def write_card(layout: RunLayout, cfg, summary: dict[str, Any]) -> Path:
 # ------------------------------------------------------------------------------------------- the stage
 @dataclass
 class RewriteTools:
-    """Per-worker state besides the client: the token counter (chunking) and the language model (checks)."""
+    """Per-worker state besides the client: the token counter (chunking), the language model (checks) and
+    the quality classifier (scores; None when none was found and rewrite.min_quality_prob is off)."""
 
     counter: TokenCounter
     langid: Any = None
+    classifier: Any = None
 
 
 class RewriteStage(LLMStage):
@@ -382,10 +620,28 @@ class RewriteStage(LLMStage):
         """The folder of the tokenizer chunks are counted with (None: the estimate)."""
         return resolve_tokenizer(self.cfg)
 
+    @cached_property
+    def quality_classifier(self) -> ClassifierChoice:
+        """The classifier rewrites are scored with (resolve_quality_classifier), resolved once in the driver."""
+        return resolve_quality_classifier(self.cfg)
+
+    @cached_property
+    def quality_classifier_fingerprint(self) -> str | None:
+        from pipeline.classify import classifier_fingerprint
+
+        folder = self.quality_classifier.folder
+        return classifier_fingerprint(folder) if folder else None
+
     def check(self) -> None:
         super().check()
-        # a broken prompt, route or tokenizer setting fails here, in the driver
+        # a broken prompt, route, tokenizer or classifier setting fails here, in the driver
         self.styles, self.tokenizer  # noqa: B018
+        check_quality_classifier(self.quality_classifier, self.cfg.rewrite)
+
+    def plan_identity(self) -> dict[str, Any]:
+        """Another quality classifier, or another faithfulness measure, rescores every rewrite (from the
+        response cache: no request is sent again); the thresholds are settings."""
+        return {"quality_classifier": self.quality_classifier_fingerprint, "faithfulness": faith.METHOD}
 
     def settings(self) -> dict[str, Any]:
         """The style fingerprint: what determines the answers (and so the cache keys and shard names)."""
@@ -406,7 +662,12 @@ class RewriteStage(LLMStage):
         from pipeline.langid import LanguageIdentifier
 
         langid = LanguageIdentifier(self.cfg.extract.langid_model) if self.cfg.rewrite.check_language else None
-        return RewriteTools(TokenCounter(self.tokenizer), langid)
+        classifier = None
+        if self.quality_classifier.folder is not None:
+            from classifiers import QualityClassifier
+
+            classifier = QualityClassifier.load(self.quality_classifier.folder)
+        return RewriteTools(TokenCounter(self.tokenizer), langid, classifier)
 
     def requests(self, worker: LLMWorker, shard: Shard) -> Requests:
         plans = [plan_doc(doc, self.cfg.rewrite, worker.state.counter) for doc in read_shard_docs(*shard.payload)]
@@ -422,6 +683,7 @@ class RewriteStage(LLMStage):
         rows: list[dict[str, Any]] = []
         decisions: list[dict[str, Any]] = []
         kept_by_style: Counter = Counter()
+        candidates: list[tuple[DocPlan, str, Candidate]] = []  # passed the format checks: decided on scores below
         for plan in requests.plan:
             if plan.failure is not None and not plan.styles:  # routed to no style: one unit
                 stats.input += 1
@@ -437,19 +699,35 @@ class RewriteStage(LLMStage):
                     made = assemble(plan, style, by_unit[(plan.doc["doc_id"], prompt_id)], model=styles.model,
                                     params_json=styles.params_json(style), langid=worker.state.langid,
                                     rewrite_cfg=self.cfg.rewrite)
-                    if isinstance(made, dict):
-                        stats.kept += 1
-                        kept_by_style[style.name] += 1
-                        rows.append(made)
+                    if isinstance(made, Candidate):
+                        candidates.append((plan, prompt_id, made))
                         continue
                     outcome, failure = made
                 (stats.drop if outcome == schemas.DROPPED else stats.error)(failure.reason)
                 decisions.append(decision_row(plan.doc, outcome, failure, shard.source, prompt_id))
+        # the scores: the classifier once over every candidate's text, then each decided on both scores
+        qualities = quality_scores(worker.state.classifier, [c.row["text"] for _, _, c in candidates])
+        scored: dict[str, dict[str, list[float | None]]] = {
+            group: {column: [] for column in SCORE_COLUMNS} for group in ("kept", "dropped")}
+        for (plan, prompt_id, candidate), quality in zip(candidates, qualities):
+            decided = decide(candidate, quality, self.cfg.rewrite)
+            group = "dropped" if isinstance(decided, Failure) else "kept"
+            scored[group]["rewrite_quality_prob"].append(quality)
+            scored[group]["faithfulness"].append(candidate.faithfulness.faithfulness)
+            if isinstance(decided, Failure):
+                stats.drop(decided.reason)
+                decisions.append(decision_row(plan.doc, schemas.DROPPED, decided, shard.source, prompt_id))
+                continue
+            stats.kept += 1
+            kept_by_style[styles.styles[prompt_id].name] += 1
+            rows.append(decided)
         completions = [a for a in answers if isinstance(a, Completion)]
         stats.extra.update(
             docs=len(requests.plan), requests=len(requests), cached=sum(1 for c in completions if c.cached),
             kept_by_style=dict(sorted(kept_by_style.items())),
             kept_completion_tokens=sum(row["completion_tokens"] for row in rows),
+            scores={group: {column: score_stats(values) for column, values in columns.items()}
+                    for group, columns in scored.items()},
             prompt_tokens=sum(c.prompt_tokens for c in completions),
             completion_tokens=sum(c.completion_tokens for c in completions),
         )
@@ -467,7 +745,11 @@ class RewriteStage(LLMStage):
         extra.update(totals, corpus=str(self.corpus_dir), kept_by_style=dict(sorted(by_style.items())),
                      styles={pid: {"style": s.name, "prompt_hash": s.prompt.prompt_hash, "max_tokens": s.max_tokens}
                              for pid, s in styles.styles.items()},
-                     model=styles.model, sampling_params=styles.params, tokenizer=TokenCounter(self.tokenizer).name)
+                     model=styles.model, sampling_params=styles.params, tokenizer=TokenCounter(self.tokenizer).name,
+                     scores=merge_score_stats(markers),
+                     quality_classifier={"path": self.quality_classifier.folder,
+                                         "found_by": self.quality_classifier.found_by,
+                                         "sha256": self.quality_classifier_fingerprint})
         write_card(RunLayout(self.cfg.out), self.cfg, {**summary, **extra})
         return extra
 
@@ -478,6 +760,7 @@ class RewriteStage(LLMStage):
         for outcome in ("dropped", "errored"):
             for reason, count in summary[outcome].items():
                 lines.append(f"  {outcome} {reason}: {count}")
+        lines.append(f"  {scores_line(summary['scores'], self.cfg.rewrite)}")
         lines.append(f"  this run: {this_run['http_requests']} requests, {this_run['cache_hits']} cache hits, "
                      f"{this_run['completion_tokens']} tokens generated ({this_run['completion_tokens_per_s']}/s), "
                      f"{this_run['seconds']}s")
