@@ -610,7 +610,8 @@ def folder_sizes(run: Path) -> dict[str, tuple[int, int]]:
 
 def summary_of(result: dict[str, Any]) -> dict[str, Any]:
     pages = []
-    for page in result["pages"]:
+    # the WARC records of a URL that are not pages (request, metadata) come apart from the page: both count
+    for page in result["pages"] + result.get("records", []):
         steps = {s["stage"]: s for s in page["steps"]}
         dedup = steps.get("dedup", {}).get("facts", {})
         rules = steps.get("rules", {}).get("facts", {})
@@ -709,7 +710,10 @@ def check(query: dict[str, Any], got: dict[str, Any]) -> list[str]:
             if page["annotate"] != annotate:
                 problems.append(f"{doc_id}: annotate step {page['annotate']!r} != {annotate!r}")
     if not expect:
-        if not got["suggestions"]:
+        if query["kind"] == "miss_doc_id":  # a doc_id has no "nearest": nothing to suggest
+            if got["suggestions"]:
+                problems.append(f"an unknown doc_id got suggestions {got['suggestions']}")
+        elif not got["suggestions"]:
             problems.append("a query matching nothing got no suggestions")
         elif query["kind"] == "miss_host":
             from urllib.parse import urlsplit
