@@ -52,9 +52,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 THRESHOLD = 0.5
 THRESHOLD_REASON = "benchmark: fixed threshold 0.5 (generated run)"

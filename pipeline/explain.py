@@ -22,7 +22,7 @@ import difflib
 import html
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from pipeline import schemas
 from pipeline.errors import CurateError
 from pipeline.io import RunLayout, parquet_files
+from pipeline.rules import CHECKS, METRICS, failures
 
 DOC_ID = re.compile(r"^[0-9a-f]{20}$")
 PREVIEW_CHARS = 400
@@ -337,8 +338,8 @@ class RunReader:
             steps.append(Step(title, "sampled", prefix + " | ".join(parts), {"answers": answers}))
         return steps
 
-    def classify_step(self, doc_id: str) -> tuple[Step, str | None]:
-        """The classifier's scores, threshold and decision; and the corpus file the page is kept in."""
+    def classify_step(self, doc_id: str) -> Step:
+        """The classifier's scores, threshold and decision, and the corpus file a kept page is in."""
         rows = self.dataset("scores").find("doc_id", [doc_id], ["doc_id", "quality_prob", "topics", "topic_probs",
                                                                 "format", "format_probs"])
         marker = _read_json(self.layout.stage_marker("classify"))
@@ -348,14 +349,15 @@ class RunReader:
             facts.update({k: _rounded(v) for k, v in rows[0].items() if k not in ("doc_id", "_file")})
         for d in self.decision("classify", doc_id):
             facts.update(reason=d["reason"], detail=d["detail"])
-            return Step("classify", d["outcome"], f"{d['outcome']}: {d['reason']} ({d['detail']})", facts), None
+            return Step("classify", d["outcome"], f"{d['outcome']}: {d['reason']} ({d['detail']})", facts)
         kept = self.dataset("corpus").find("doc_id", [doc_id], ["doc_id"])
         if kept:
+            facts["corpus_file"] = f"corpus/{kept[0]['_file']}"
             return Step("classify", "kept", f"kept: quality_prob {facts.get('quality_prob')} >= threshold "
-                        f"{facts['threshold']} ({facts['threshold_reason']})", facts), f"corpus/{kept[0]['_file']}"
+                        f"{facts['threshold']} ({facts['threshold_reason']})", facts)
         if rows:
-            return Step("classify", "not_run", "scored; not decided yet", facts), None
-        return Step("classify", "not_run", "classify has not run"), None
+            return Step("classify", "not_run", "scored; not decided yet", facts)
+        return Step("classify", "not_run", "classify has not run")
 
     def rewrite_step(self, doc_id: str) -> Step | None:
         made = self.dataset("synthetic").find("doc_id", [doc_id])
@@ -373,44 +375,33 @@ class RunReader:
 
     # -------------------------------------------------------------------------------- one page
 
+    def walk(self, doc_id: str) -> Iterator[Step]:
+        """The page's steps in pipeline order, lazily: the caller stops at the step the page left at."""
+        extract, row = self.extract_step(doc_id)
+        yield extract
+        if row is None:
+            return
+        yield self.rules_step(doc_id, row)
+        yield self.dedup_step(doc_id)
+        yield from self.annotate_steps(doc_id)
+        classify = self.classify_step(doc_id)
+        yield classify
+        if classify.facts.get("corpus_file") and (rewrite := self.rewrite_step(doc_id)) is not None:
+            yield rewrite
+
     def story(self, doc_id: str, url: str | None) -> PageStory:
         steps: list[Step] = []
-        fate: tuple[str | None, str, str | None] | None = None
-
-        def leave(step: Step) -> bool:
-            nonlocal fate
+        for step in self.walk(doc_id):
+            steps.append(step)
             if step.status in (schemas.DROPPED, schemas.ERRORED):
-                fate = (step.stage, step.status, step.facts.get("reason"))
-                return True
-            return False
-
-        extract, row = self.extract_step(doc_id)
-        steps.append(extract)
-        corpus_file = None
-        if not leave(extract) and row is not None:
-            rules = self.rules_step(doc_id, row)
-            steps.append(rules)
-            if not leave(rules):
-                dedup = self.dedup_step(doc_id)
-                steps.append(dedup)
-                if not leave(dedup):
-                    steps += self.annotate_steps(doc_id)
-                    classify, corpus_file = self.classify_step(doc_id)
-                    steps.append(classify)
-                    if not leave(classify) and corpus_file:
-                        rewrite = self.rewrite_step(doc_id)
-                        if rewrite is not None:
-                            steps.append(rewrite)
-        if fate is not None:
-            stage, outcome, reason = fate
-            text = f"{outcome} at {stage}: {reason}"
-        elif corpus_file:
-            stage, outcome, reason, text = "classify", schemas.KEPT, None, f"kept in {corpus_file}"
-        else:
-            last = next((s for s in reversed(steps) if s.status != "not_run"), steps[-1])
-            stage, outcome, reason = last.stage, "in_progress", None
-            text = f"still in the run: last seen at {last.stage} (later stages have not run)"
-        return PageStory(doc_id, url, steps, text, stage, outcome, reason)
+                text = f"{step.status} at {step.stage}: {step.facts.get('reason')}"
+                return PageStory(doc_id, url, steps, text, step.stage, step.status, step.facts.get("reason"))
+        corpus_file = next((s.facts["corpus_file"] for s in steps if s.facts.get("corpus_file")), None)
+        if corpus_file:
+            return PageStory(doc_id, url, steps, f"kept in {corpus_file}", "classify", schemas.KEPT, None)
+        last = next((s for s in reversed(steps) if s.status != "not_run"), steps[-1])
+        return PageStory(doc_id, url, steps, f"still in the run: last seen at {last.stage} (later stages have not "
+                         "run)", last.stage, "in_progress", None)
 
 
 def url_variants(url: str) -> list[str]:
@@ -424,22 +415,14 @@ def url_variants(url: str) -> list[str]:
     return sorted(stems - {url})
 
 
-def metric_columns() -> list[str]:
-    from pipeline.rules import METRICS
-
-    return list(METRICS)
-
-
 # what the extract and rules steps show of an extracted page
 EXTRACT_COLUMNS = ["doc_id", "url", "warc_path", "warc_record_id", "crawl_date", "language", "language_score",
-                   "n_chars", "text", "rules_applied", *metric_columns()]
+                   "n_chars", "text", "rules_applied", *METRICS]
 
 
 def rule_checks(row: dict[str, Any], cfg) -> list[dict[str, Any]]:
     """Every quality-rule check of the enabled families against one page's stored metrics: metric, value,
     threshold, kind (min/max/line) and whether it passed (None: not checked, a null metric or threshold)."""
-    from pipeline.rules import CHECKS, failures
-
     failed = {f.reason for f in failures(row, cfg)} if row.get("rules_applied", True) else set()
     out = []
     for check in CHECKS:

@@ -299,14 +299,19 @@ def score_cfg(out, stub, classifier, *overrides: str):
                               *overrides])
 
 
+def run_scored(tmp_path, answer, classifier):
+    """The score corpus rewritten through a stub server answering with `answer`: (config, stage summary)."""
+    corpus = tmp_path / "corpus"
+    write_score_corpus(corpus)
+    with StubLLM(answer) as stub:
+        cfg = score_cfg(tmp_path / "run", stub, classifier)
+        return cfg, rewrite.run(cfg, corpus, quiet=True)
+
+
 def test_scores_decide_faithful_kept_hallucinated_and_copy_dropped(tmp_path, ray_local, quality_classifier):
     from classifiers import QualityClassifier
 
-    corpus = tmp_path / "corpus"
-    write_score_corpus(corpus)
-    with StubLLM(scores_answer) as stub:
-        cfg = score_cfg(tmp_path / "run", stub, quality_classifier)
-        summary = rewrite.run(cfg, corpus, quiet=True)
+    cfg, summary = run_scored(tmp_path, scores_answer, quality_classifier)
     layout = RunLayout(cfg.out)
     reasons, rows = units(layout)
     decisions = {row["doc_id"]: row for row in read_dataset(layout.decisions("rewrite"), schemas.DECISIONS).to_pylist()}
@@ -350,7 +355,7 @@ def test_scores_decide_faithful_kept_hallucinated_and_copy_dropped(tmp_path, ray
     with StubLLM(scores_answer) as stub:
         with pytest.raises(SettingsChanged, match=r"rewrite.min_faithfulness: 0.6 -> None"):
             rewrite.run(score_cfg(tmp_path / "run", stub, quality_classifier, "rewrite.min_faithfulness=null"),
-                        corpus, quiet=True)
+                        tmp_path / "corpus", quiet=True)
 
 
 # A faithful rewrite of the Golden Gate page that reads like site navigation: it invents nothing, but the
@@ -373,11 +378,7 @@ def test_quality_threshold_drops_low_rewrite_quality(tmp_path, ray_local, qualit
     the navigation-like one is dropped as low_rewrite_quality (its faithfulness passes: quality decided it)."""
     from classifiers import QualityClassifier
 
-    corpus = tmp_path / "corpus"
-    write_score_corpus(corpus)
-    with StubLLM(terse_answer) as stub:
-        cfg = score_cfg(tmp_path / "run", stub, quality_classifier)
-        summary = rewrite.run(cfg, corpus, quiet=True)
+    cfg, summary = run_scored(tmp_path, terse_answer, quality_classifier)
     layout = RunLayout(cfg.out)
     reasons, rows = units(layout)
     assert set(rows) == {("faithful", "rewrite_wiki_v1")}

@@ -59,19 +59,17 @@ class EngineCaller:
         if not choice.logprobs:
             return None
         tokenizer = self.llm.get_tokenizer()
+
+        def entry(token_id: int, logprob) -> dict[str, Any]:
+            text = logprob.decoded_token if logprob.decoded_token is not None else tokenizer.decode([token_id])
+            return {"token": text, "logprob": float(logprob.logprob), "bytes": list(text.encode("utf-8"))}
+
         content = []
         for token_id, alternatives in zip(choice.token_ids, choice.logprobs):
-            def entry(tid: int, logprob) -> dict[str, Any]:
-                text = logprob.decoded_token
-                if text is None:
-                    text = tokenizer.decode([tid])
-                return {"token": text, "logprob": float(logprob.logprob), "bytes": list(text.encode("utf-8"))}
-
-            sampled = alternatives.get(token_id)
-            if sampled is None:
+            if token_id not in alternatives:
                 return None
             ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank if kv[1].rank is not None else 0)
-            content.append({**entry(token_id, sampled),
+            content.append({**entry(token_id, alternatives[token_id]),
                             "top_logprobs": [entry(tid, lp) for tid, lp in ranked]})
         return {"content": content}
 
