@@ -3,7 +3,7 @@
   (a) limit: a plain asyncio loop of `openai.AsyncOpenAI` chat requests, at most --concurrency in flight,
       with exactly the requests annotate makes (same prompts, schemas, max_tokens, sampling parameters).
       No sampling, parsing, caching, Ray or output.
-  (b) ours:  `pipeline.annotate.run` (what `curate annotate` runs): sample, Ray actor(s) with the async
+  (b) ours:  the annotate stage (what `curate annotate` runs): sample, Ray actor(s) with the async
       client, parse, labels/ Parquet, markers, report. A fresh output folder and response cache per round,
       so every request reaches the server.
   (c) ours, separate: the same with annotate.mode=separate (one request per page and task, quality_v1 and
@@ -87,6 +87,7 @@ def main() -> None:
     from pipeline.config import load_config
     from pipeline.llm.server import VLLMServer, fetch_metrics, prefix_cache_hit_rate, reset_prefix_cache
     from pipeline.llm.tiny_model import build_tiny_model
+    from pipeline.run import run_stages
     from pipeline.runtime.executor import ensure_ray
 
     work = Path(tempfile.mkdtemp(prefix="bench-annotate-"))
@@ -127,7 +128,8 @@ def main() -> None:
                 expected = n_docs * len(annotate.TaskSet(mode_cfg).prompts)
                 before = fetch_metrics(server.url)
                 started = time.perf_counter()
-                summary = annotate.run(mode_cfg, work / "docs", quiet=True)
+                mode_cfg = mode_cfg.updated(**{"annotate.docs": str(work / "docs")})
+                summary = run_stages(mode_cfg, "annotate", quiet=True)["annotate"]
                 seconds = time.perf_counter() - started
                 run_stats = summary["this_run"]
                 assert run_stats["requests"] >= expected and summary["labels"] == expected, (mode, summary)
@@ -166,7 +168,8 @@ def main() -> None:
     ratio = median("combined", "pages_per_s") / median("separate", "pages_per_s")
     print(f"labelled pages per second, combined / separate: {ratio:.2f}x (target >= 1.6x); without the actor "
           f"start-up: {median('combined', 'steady') / median('separate', 'steady'):.2f}x; combined without the "
-          f"score probabilities / separate: {median('combined, no probs', 'pages_per_s') / median('separate', 'pages_per_s'):.2f}x")
+          f"score probabilities / separate: "
+          f"{median('combined, no probs', 'pages_per_s') / median('separate', 'pages_per_s'):.2f}x")
 
 
 if __name__ == "__main__":  # Ray and vLLM re-import __main__ in worker processes

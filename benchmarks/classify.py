@@ -2,7 +2,7 @@
 
 (a) the limit: raw `model.predict(list_of_texts, k=2)` of the quality model on texts already in memory and
     already one-line (nothing read, nothing written);
-(b) `pipeline.classify.run`: read docs Parquet, score on a Ray actor pool (model loaded once per actor),
+(b) the classify stages (`curate classify`): read docs Parquet, score on a Ray actor pool (model loaded once per actor),
     write scores/, decide, write decisions/ and the sharded corpus/ with manifest and card.
 Same texts, same model. Each measurement runs in its own process so peak RSS is its own; (b) reports the
 driver's and the largest actor's peak. Run at 1x and 4x the input: streaming keeps (b)'s memory flat.
@@ -93,18 +93,20 @@ def worker_raw(docs_dir: Path, classifier: Path) -> dict:
 
 
 def worker_classify(docs_dir: Path, classifier: Path, out: Path, actors: int) -> dict:
-    from pipeline import classify
     from pipeline.config import load_config
+    from pipeline.run import run_stages
     from pipeline.runtime.executor import ensure_ray
 
     cfg = load_config(None, [f"out={out}", f"classify.classifier={classifier}", f"classify.num_actors={actors}",
                              f"ray.num_cpus={max(actors, 1)}"])
     ensure_ray(cfg.ray)  # a running cluster is the normal case: its start-up is not the stage's cost
     started = time.perf_counter()
-    result = classify.run(cfg, docs_dir, quiet=True)
+    summaries = run_stages(cfg.updated(**{"classify.docs": str(docs_dir)}), "classify-score", "classify", quiet=True)
     seconds = time.perf_counter() - started
+    result = summaries["classify"]
     return {"docs": result["input"], "kept": result["kept"], "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
-            "actor_peak_rss_mb": result["actor_peak_rss_mb"], "corpus_files": len(result["files"])}
+            "actor_peak_rss_mb": summaries["classify-score"].get("actor_peak_rss_mb"),
+            "corpus_files": len(result["files"])}
 
 
 def run_worker(*args: str) -> dict:

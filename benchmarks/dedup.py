@@ -46,7 +46,8 @@ def signature_throughput(texts: list[str], repeats: int) -> dict[str, float]:
     # encoded"); measure it with the encode added, and its working sha1 option as shipped.
     datatrove_xxhash = MinhashDedupSignature(output_folder=scratch, config=MinhashConfig())
     datatrove_xxhash._hash_func = lambda text: xxhash.xxh64_intdigest(text.encode("utf-8"))
-    datatrove_sha1 = MinhashDedupSignature(output_folder=scratch, config=MinhashConfig(hash_config=HashConfig(hash_fc="sha1")))
+    datatrove_sha1 = MinhashDedupSignature(output_folder=scratch,
+                                           config=MinhashConfig(hash_config=HashConfig(hash_fc="sha1")))
 
     def run_datatrove(step) -> None:
         for text in texts:
@@ -70,10 +71,11 @@ def end_to_end(texts: list[str], scale: int, num_cpus: int, partitions: int, wor
     """One dedup run on a fresh local Ray (so worker peak memory belongs to this run)."""
     import ray
 
-    from pipeline import dedup, schemas
+    from pipeline import schemas
     from pipeline.config import RayConfig, load_config
     from pipeline.dedup.evaluate import make_edited_set, pair_metrics, survivors_from_decisions, write_docs_folder
     from pipeline.io import RunLayout, read_dataset
+    from pipeline.run import run_stages
     from pipeline.runtime.executor import ensure_ray
 
     docs = make_edited_set(texts, variants=3, seed=scale, copies=scale)
@@ -85,7 +87,7 @@ def end_to_end(texts: list[str], scale: int, num_cpus: int, partitions: int, wor
     out = workdir / f"out-{scale}x"
     cfg = load_config(None, [f"out={out}", f"dedup.num_partitions={partitions}", f"ray.num_cpus={num_cpus}"])
     started = time.perf_counter()
-    summary = dedup.run(cfg, docs_dir=docs_dir, quiet=True)
+    summary = run_stages(cfg.updated(**{"dedup.docs": str(docs_dir)}), "dedup", quiet=True)["dedup"]
     seconds = time.perf_counter() - started
     result = {"scale": scale, "docs": len(docs), "seconds": round(seconds, 2), "docs_per_s": len(docs) / seconds,
               "kept": summary["kept"], "edges": summary["edges"], "cc_rounds": summary["cc_rounds"],
@@ -132,13 +134,15 @@ def main() -> None:
     print("  scale    docs   seconds   docs/s  vs 1x  kept  edges  cc rounds  peak worker RSS MB  vs 1x")
     for run in runs:
         print(f"  {run['scale']:>4}x {run['docs']:>7} {run['seconds']:>9.1f} {run['docs_per_s']:>8.0f} "
-              f"{run['docs_per_s'] / base['docs_per_s']:>5.2f}x {run['kept']:>5} {run['edges']:>6} {run['cc_rounds']:>10} "
+              f"{run['docs_per_s'] / base['docs_per_s']:>5.2f}x {run['kept']:>5} {run['edges']:>6} "
+              f"{run['cc_rounds']:>10} "
               f"{run['peak_worker_rss_mb']:>19.0f} {run['peak_worker_rss_mb'] / base['peak_worker_rss_mb']:>5.2f}x")
     print(f"  driver peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
           "(includes generating the inputs and the signature benchmark)")
     quality = base.get("quality")
     if quality:
-        print(f"\nNear duplicates at {base['scale']}x ({base['docs']} docs; true pair: Jaccard >= 0.8, false report: < 0.7):")
+        print(f"\nNear duplicates at {base['scale']}x ({base['docs']} docs; true pair: Jaccard >= 0.8, "
+              f"false report: < 0.7):")
         print(f"  recall {quality['recall']:.3f} ({quality['found']}/{quality['true_pairs']} pairs), "
               f"precision {quality['precision']:.3f} ({quality['reported'] - quality['false']}/{quality['reported']} "
               f"reported pairs)")

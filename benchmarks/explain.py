@@ -52,7 +52,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 THRESHOLD = 0.5
 THRESHOLD_REASON = "benchmark: fixed threshold 0.5 (generated run)"
 N_HOSTS = 5000
@@ -461,7 +460,7 @@ class Generator:
     def extract_decisions(self, lo: int, hi: int, warc: str):
         from pipeline import schemas
 
-        np, pa, pc = self.np, self.pa, self.pa.compute
+        pa, pc = self.pa, self.pa.compute
         n = hi - lo
         codes = self.x_reason[lo:hi]
         reasons = [r for r, *_ in self.EXTRACT_DROPS] + ["warc_request", "warc_metadata"]

@@ -4,7 +4,7 @@
       same options the stage uses. Nothing else (no WARC reading, language ID, rules or output).
   (b) peer:  datatrove's LocalPipelineExecutor: WarcReader -> Trafilatura -> Gopher repetition, Gopher
       quality, C4 quality, FineWeb quality filters -> ParquetWriter, with the same number of workers.
-  (c) ours:  `pipeline.extract.run` on a local Ray with that many CPUs (the same code `curate extract`
+  (c) ours:  the extract and rules stages on a local Ray with that many CPUs (the same code `curate extract`
       runs), at 1x and 4x the input, with the peak RSS of the largest Ray worker and of the driver.
 
 Input: the WARC files under ../shared/data/warc when present, else the bundled data/sample/warc, each
@@ -172,14 +172,14 @@ def run_peer(input_dir: Path, out_dir: Path, workers: int, extract_cfg):
 
 def run_ours(input_files: list[Path], out_dir: Path, workers: int):
     """Wall seconds, CPU seconds of the Ray workers, and the sampler (peak RSS per process)."""
-    from pipeline import extract
     from pipeline.config import load_config
+    from pipeline.run import run_stages
 
     cfg = load_config(None, [f"out={out_dir}", f"ray.num_cpus={workers}", f"ray.max_in_flight={workers * 2}"])
     cfg.input.warcs = [str(p) for p in input_files]
     with ProcessSampler() as sampler:
         wall0 = time.perf_counter()
-        extract.run(cfg, quiet=True)
+        run_stages(cfg, "extract", "rules", quiet=True)
         wall = time.perf_counter() - wall0
     worker_cpu = sum(cpu - sampler.baseline.get(pid, 0.0) for pid, cpu in sampler.cpu.items()
                      if _is_ray_worker(sampler.peaks.get(pid, (0, ""))[1]))
@@ -232,11 +232,12 @@ def main() -> None:
         run_ours(sorted(input_1x.glob("*.warc.gz"))[: args.workers], work / "warmup", args.workers)
         wall, cpu, rss_1x = run_ours(sorted(input_1x.glob("*.warc.gz")), work / "ours1x", args.workers)
         ours = {"docs_s": n_pages / wall, "cpu_per_page": cpu / n_pages}
-        print(f"(c) ours   extract.run on Ray, {args.workers} CPUs: {ours['docs_s']:7.1f} docs/s "
+        print(f"(c) ours   ours on Ray, {args.workers} CPUs: {ours['docs_s']:7.1f} docs/s "
               f"({wall:.1f}s wall, {1000 * ours['cpu_per_page']:.2f} ms CPU/page)")
 
         print()
-        print(f"ours / limit per core (wall):      {ours['docs_s'] / (limit['docs_s'] * args.workers):.2f}x  (target >= 0.85)")
+        print(f"ours / limit per core (wall):      {ours['docs_s'] / (limit['docs_s'] * args.workers):.2f}x  "
+              f"(target >= 0.85)")
         print(f"ours / limit per core (CPU/page):  {limit['cpu_per_page'] / ours['cpu_per_page']:.2f}x")
         if peer:
             print(f"ours / peer (wall):                {ours['docs_s'] / peer['docs_s']:.2f}x  (target >= 1.0)")
@@ -246,7 +247,8 @@ def main() -> None:
         worker_1x = rss_1x.largest_worker()
         driver_1x = rss_1x.peaks.get(os.getpid(), (0, ""))[0]
         print()
-        print(f"peak RSS at 1x ({n_pages} pages): largest Ray worker {worker_1x / mib:.0f} MiB, driver {driver_1x / mib:.0f} MiB")
+        print(f"peak RSS at 1x ({n_pages} pages): largest Ray worker {worker_1x / mib:.0f} MiB, "
+              f"driver {driver_1x / mib:.0f} MiB")
         if not args.no_4x:
             input_4x = work / "in4x"
             input_4x.mkdir()
@@ -257,7 +259,8 @@ def main() -> None:
             driver_4x = rss_4x.peaks.get(os.getpid(), (0, ""))[0]
             print(f"peak RSS at 4x ({4 * n_pages} pages): largest Ray worker {worker_4x / mib:.0f} MiB, "
                   f"driver {driver_4x / mib:.0f} MiB ({4 * n_pages / wall:.1f} docs/s)")
-            print(f"RSS ratio 4x/1x: worker {worker_4x / max(worker_1x, 1):.2f}, driver {driver_4x / max(driver_1x, 1):.2f} "
+            print(f"RSS ratio 4x/1x: worker {worker_4x / max(worker_1x, 1):.2f}, "
+                  f"driver {driver_4x / max(driver_1x, 1):.2f} "
                   f"(target: flat, ~1.0)")
     finally:
         import ray

@@ -5,7 +5,7 @@
       max_tokens and sampling parameters). No routing, checks, caching, Ray or output.
   (c) client: the same requests through the project's shared async client (`pipeline.llm.client.LLMClient`,
       no cache) in a plain asyncio loop: separates what the stage adds from what the client costs.
-  (b) ours:  `pipeline.rewrite.run` (what `curate rewrite` runs): stream the corpus, route, chunk with the
+  (b) ours:  the rewrite stage (what `curate rewrite` runs): stream the corpus, route, chunk with the
       served model's tokenizer, Ray actor(s) with the async client, checks, synthetic/ and decisions/
       Parquet, markers, dataset card, report. A fresh output folder and response cache per round, so every
       request reaches the server.
@@ -46,7 +46,8 @@ def write_corpus(folder: Path, n: int) -> tuple[list[dict], str]:
 
     source = SHARED_ARTICLES if SHARED_ARTICLES.exists() else BUNDLED_ARTICLES
     articles = json.loads(source.read_text())
-    bodies = [(key, value["articleBody"]) for key, value in sorted(articles.items()) if value.get("articleBody", "").strip()]
+    bodies = [(key, value["articleBody"]) for key, value in sorted(articles.items())
+              if value.get("articleBody", "").strip()]
     rows = [{"doc_id": key, "url": articles[key].get("url"), "text": text, "language": "en", "n_chars": len(text),
              "quality_prob": 0.9 if index % 2 else 0.4, "topics": [], "topic_probs": []}
             for index, (key, text) in enumerate(bodies[:n])]
@@ -97,9 +98,10 @@ def main() -> None:
     from pipeline.config import load_config
     from pipeline.llm.server import VLLMServer, reset_prefix_cache
     from pipeline.llm.tiny_model import build_tiny_model
-    from pipeline.runtime.executor import ensure_ray
     from pipeline.llm.tokens import TokenCounter
     from pipeline.rewrite.stage import StyleSet, plan_doc, plan_requests
+    from pipeline.run import run_stages
+    from pipeline.runtime.executor import ensure_ray
 
     work = Path(tempfile.mkdtemp(prefix="bench-rewrite-"))
     model_dir = args.model or str(build_tiny_model(work / "tiny-llama"))
@@ -134,7 +136,8 @@ def main() -> None:
             ours_cfg = load_config(None, [f"out={out}", f"llm.url={server.url}", f"llm.cache_dir={out / 'cache'}",
                                           *base])
             started = time.perf_counter()
-            summary = rewrite.run(ours_cfg, work / "corpus", quiet=True)
+            ours_cfg = ours_cfg.updated(**{"rewrite.corpus": str(work / "corpus")})
+            summary = run_stages(ours_cfg, "rewrite", quiet=True)["rewrite"]
             seconds = time.perf_counter() - started
             this_run = summary["this_run"]
             assert this_run["http_requests"] == len(requests) and this_run["cache_hits"] == 0, this_run

@@ -4,18 +4,24 @@
                     __label__lq; quality.ftz instead when quantised
     topics.bin      optional fastText one-vs-all model, one __label__<slug> per topic (slugs in config.yaml)
     formats.bin     optional fastText one-vs-all model over the WebOrganizer format ids, the same way
-    config.yaml     file names, label names, decision threshold, topic slugs, training hyper-parameters
+    config.yaml     file names, label names, decision threshold, topic slugs, training hyper-parameters, and
+                    where the teacher's labels came from
     metrics.json    held-out evaluation against the teacher labels
+    heldout_doc_ids.txt  the documents held out at distillation (never trained on, nor used for the threshold)
     README.md       model card (YAML front matter: teacher, prompts, threshold, sizes, metrics)
 
-`QualityClassifier.load(DIR)` is the Python API; texts are normalised by classifiers.normalize exactly as
-at training time.
+`ClassifierArtifact.load(DIR)` is the folder as typed fields (validated: config.yaml well-formed, every
+model file it names present), with its `fingerprint()`; every reader of config.yaml goes through it.
+`QualityClassifier.load(DIR)` is the Python API that scores texts; texts are normalised by
+classifiers.normalize exactly as at training time.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ import yaml
 
 from classifiers.normalize import normalize_many
 from pipeline.errors import CurateError
+from pipeline.io import file_digest
 
 FORMAT = "webcurate-fasttext-classifier/1"
 POSITIVE_LABEL = "__label__hq"
@@ -31,10 +38,177 @@ NEGATIVE_LABEL = "__label__lq"
 LABEL_PREFIX = "__label__"
 # The one-vs-all tag models an artifact may hold: config.yaml section -> what one tag is called
 TAG_KINDS = {"topics": "topic", "formats": "format"}
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+HELDOUT_IDS = "heldout_doc_ids.txt"
+# The files the fingerprint covers: the config and the models (not the card, the metrics or the held-out ids)
+FINGERPRINT_SUFFIXES = (".yaml", ".bin", ".ftz")
+# How config.yaml's `teacher.source` names where the labels came from (the card shows it as written)
+_LLM_SOURCE = ("labels: ", "; docs: ")
+_JSONL_SOURCE = "labels-jsonl: "
 
 
 class ArtifactError(CurateError, ValueError):
-    """A classifier folder that cannot be loaded; the message names the file."""
+    """A classifier folder that cannot be loaded; the message names the folder and the file."""
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """Where the labels a classifier was distilled from came from: the teacher models and prompts, and either an
+    annotate labels/ folder joined by doc_id to the documents' text in `docs_dir`, or a user's JSONL file.
+
+    config.yaml records the source as one line of text (`teacher.source`: "labels: L; docs: D" or
+    "labels-jsonl: F", shown as is by the model card); `source` writes it and `from_config` reads it back, in
+    this one place. A source in neither form (hand-edited) is kept as `recorded`, with no folder or file."""
+
+    models: list[str] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    labels_dir: str | None = None
+    docs_dir: str | None = None
+    labels_jsonl: str | None = None
+    recorded: str | None = None  # the source text as found, when it is in neither form
+
+    @property
+    def source(self) -> str:
+        if self.labels_jsonl is not None:
+            return f"{_JSONL_SOURCE}{self.labels_jsonl}"
+        if self.labels_dir is not None:
+            return f"{_LLM_SOURCE[0]}{self.labels_dir}{_LLM_SOURCE[1]}{self.docs_dir}"
+        return self.recorded or ""
+
+    def to_config(self) -> dict[str, Any]:
+        """config.yaml's `teacher` section."""
+        return {"models": self.models, "prompts": self.prompts, "source": self.source}
+
+    @classmethod
+    def from_config(cls, section: Any) -> Teacher:
+        section = section if isinstance(section, dict) else {}
+        models, prompts = list(section.get("models") or []), list(section.get("prompts") or [])
+        if section.get("labels_jsonl") or section.get("labels_dir"):  # typed fields, if a config has them
+            return cls(models, prompts, labels_dir=_text(section.get("labels_dir")),
+                       docs_dir=_text(section.get("docs_dir")), labels_jsonl=_text(section.get("labels_jsonl")))
+        source = str(section.get("source") or "")
+        if source.startswith(_JSONL_SOURCE):
+            return cls(models, prompts, labels_jsonl=source.removeprefix(_JSONL_SOURCE))
+        if source.startswith(_LLM_SOURCE[0]) and _LLM_SOURCE[1] in source:
+            labels_dir, docs_dir = source.removeprefix(_LLM_SOURCE[0]).split(_LLM_SOURCE[1], 1)
+            return cls(models, prompts, labels_dir=labels_dir, docs_dir=docs_dir)
+        return cls(models, prompts, recorded=source)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class TagModel:
+    """A one-vs-all tag model of the artifact (topics or formats): its file, {fastText label: tag}, and the
+    probability from which a tag applies."""
+
+    kind: str
+    model_file: str
+    labels: dict[str, str]
+    threshold: float
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.labels.values())
+
+
+@dataclass(frozen=True)
+class ClassifierArtifact:
+    """A classifier folder as typed fields. `load` validates it (config.yaml present and well-formed, its
+    format known, every model file it names present); `read` parses config.yaml only (for readers that need
+    no model: a card, a threshold, the teacher's provenance). `config` is config.yaml as parsed."""
+
+    path: Path
+    config: dict[str, Any]
+    quality_file: str
+    threshold: float | None  # the decision threshold chosen at distillation (keep when score >= it)
+    label_threshold: Any  # teacher score from which a label is positive, as recorded (an int 1-5)
+    tags: dict[str, TagModel]  # kind -> model, only the kinds the artifact has
+    teacher: Teacher
+    label_source: str | None  # distil.label_source, when the config records it (sampled | expected)
+
+    @classmethod
+    def read(cls, directory: str | Path) -> ClassifierArtifact:
+        """config.yaml of `directory` as typed fields; ArtifactError when it is missing or not a classifier
+        config (the model files are not looked at)."""
+        folder = Path(directory)
+        config_path = folder / CONFIG
+        if not config_path.is_file():
+            raise ArtifactError(f"{folder}: not a classifier folder, {CONFIG} is missing (run `curate distil` "
+                                "first, or set classify.classifier)") from FileNotFoundError(str(config_path))
+        try:
+            config = yaml.safe_load(config_path.read_text())
+            quality = config["quality"]
+            quality_file = quality["model_file"]
+            tags = {kind: _tag_model(kind, config[kind]) for kind in TAG_KINDS if config.get(kind)}
+        except (yaml.YAMLError, TypeError, KeyError, AttributeError, ValueError) as exc:
+            raise ArtifactError(f"{folder}: {config_path} is not a classifier config "
+                                f"({type(exc).__name__}: {exc})") from exc
+        return cls(path=folder, config=config, quality_file=str(quality_file),
+                   threshold=_float_or_none(quality.get("decision_threshold")),
+                   label_threshold=quality.get("label_threshold"), tags=tags,
+                   teacher=Teacher.from_config(config.get("teacher")),
+                   label_source=(config.get("distil") or {}).get("label_source"))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ClassifierArtifact:
+        """The artifact in `directory`, refused with one message naming the file when it cannot be used: no
+        config.yaml, a config.yaml that is not a classifier's (or of an unknown format), or a model file it
+        names that is not there."""
+        artifact = cls.read(directory)
+        folder = artifact.path
+        if artifact.config.get("format") != FORMAT:
+            raise ArtifactError(f"{folder}: {folder / CONFIG}: unknown format {artifact.config.get('format')!r}, "
+                                f"expected {FORMAT}")
+        for section, name in artifact.model_files().items():
+            if not (folder / name).is_file():
+                raise ArtifactError(f"{folder}: the {section} model file {name} named in {CONFIG} is missing "
+                                    f"({folder / name}); copy the whole classifier folder, or distil again")
+        return artifact
+
+    def model_files(self) -> dict[str, str]:
+        """{"quality": file, "topics": file, "formats": file}: the model files config.yaml names."""
+        return {"quality": self.quality_file, **{kind: tag.model_file for kind, tag in self.tags.items()}}
+
+    def model_path(self, section: str = "quality") -> Path:
+        return self.path / self.model_files()[section]
+
+    def fingerprint(self) -> str:
+        """sha256 over the artifact's config and model files (names and bytes, in name order): stored scores are
+        reused only for the same model, wherever its folder is."""
+        return fingerprint_folder(self.path)
+
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json (held-out evaluation); OSError / ValueError when it is missing or unreadable."""
+        return json.loads((self.path / METRICS).read_text())
+
+    def heldout_ids_path(self) -> Path:
+        return self.path / HELDOUT_IDS
+
+
+def fingerprint_folder(folder: str | Path) -> str:
+    """`ClassifierArtifact.fingerprint` of a folder, without parsing its config."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in folder.iterdir() if p.suffix in FINGERPRINT_SUFFIXES):
+        digest.update(name.encode())
+        file_digest(folder / name, digest)
+    return digest.hexdigest()
+
+
+def _tag_model(kind: str, section: dict[str, Any]) -> TagModel:
+    return TagModel(kind=kind, model_file=str(section["model_file"]), labels=dict(section.get("labels") or {}),
+                    threshold=float(section.get("threshold", 0.5)))
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def load_fasttext(path: str | Path):
@@ -80,40 +254,33 @@ class QualityClassifier:
     """A loaded artifact: `score` gives P(high quality); `predict_topics` / `predict_formats` the teacher-style
     topics and formats (each present when the artifact has that tag model)."""
 
-    path: Path
-    config: dict[str, Any]
+    artifact: ClassifierArtifact
     quality_model: Any
     topics_model: Any | None
     formats_model: Any | None = None
 
     @classmethod
     def load(cls, directory: str | Path) -> QualityClassifier:
-        path = Path(directory)
-        config_path = path / "config.yaml"
-        if not config_path.is_file():
-            raise ArtifactError(f"{path} is not a classifier folder: {config_path.name} is missing "
-                                "(expected the output of `curate distil`)")
-        config = yaml.safe_load(config_path.read_text())
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise ArtifactError(f"{config_path}: unknown format {config.get('format') if isinstance(config, dict) else None!r}, "
-                                f"expected {FORMAT}")
-        quality_file = path / config["quality"]["model_file"]
-        if not quality_file.is_file():
-            raise ArtifactError(f"{quality_file} is missing")
-        tag_models: dict[str, Any] = {}
-        for kind in TAG_KINDS:
-            if config.get(kind):
-                tag_file = path / config[kind]["model_file"]
-                if not tag_file.is_file():
-                    raise ArtifactError(f"{tag_file} is missing")
-                tag_models[kind] = load_fasttext(tag_file)
-        return cls(path=path, config=config, quality_model=load_fasttext(quality_file),
+        artifact = ClassifierArtifact.load(directory)
+        tag_models = {kind: load_fasttext(artifact.model_path(kind)) for kind in artifact.tags}
+        return cls(artifact=artifact, quality_model=load_fasttext(artifact.model_path("quality")),
                    topics_model=tag_models.get("topics"), formats_model=tag_models.get("formats"))
+
+    @property
+    def path(self) -> Path:
+        return self.artifact.path
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """config.yaml as parsed (the typed fields are on `artifact`)."""
+        return self.artifact.config
 
     @property
     def threshold(self) -> float:
         """The decision threshold chosen at distillation (keep a text when score >= threshold)."""
-        return float(self.config["quality"]["decision_threshold"])
+        if self.artifact.threshold is None:
+            raise ArtifactError(f"{self.path / CONFIG} gives no quality.decision_threshold")
+        return self.artifact.threshold
 
     def tag_model(self, kind: str) -> Any | None:
         """The one-vs-all model of `kind` ("topics" or "formats"), None when the artifact has none."""
@@ -123,17 +290,17 @@ class QualityClassifier:
 
     def tags(self, kind: str) -> list[str]:
         """Every tag the `kind` model knows ([] without that model)."""
-        return list(self.config[kind]["labels"].values()) if self.tag_model(kind) is not None else []
+        return self.artifact.tags[kind].tags if self.tag_model(kind) is not None else []
 
     def tag_threshold(self, kind: str) -> float:
-        return float(self.config[kind]["threshold"]) if self.tag_model(kind) is not None else 0.5
+        return self.artifact.tags[kind].threshold if self.tag_model(kind) is not None else 0.5
 
     def tag_scores(self, kind: str, texts: Sequence[str | None]) -> list[dict[str, float]]:
         """{tag: probability} over every tag of `kind`, per text; raises when the artifact has no such model."""
         model = self.tag_model(kind)
         if model is None:
             raise ArtifactError(f"{self.path} has no {TAG_KINDS[kind]} model (distilled without {kind} labels)")
-        return tag_probabilities(model, normalize_many(list(texts)), self.config[kind]["labels"])
+        return tag_probabilities(model, normalize_many(list(texts)), self.artifact.tags[kind].labels)
 
     def predict_tags(self, kind: str, texts: Sequence[str | None], k: int | None = None,
                      threshold: float | None = None) -> list[list[tuple[str, float]]]:
@@ -152,7 +319,7 @@ class QualityClassifier:
     def score_all(self, texts: Sequence[str | None]) -> tuple[np.ndarray, dict[str, list[dict[str, float]] | None]]:
         """`score` and, per tag kind, `tag_scores` (None without that model), the texts normalised once."""
         normalized = normalize_many(list(texts))
-        tags = {kind: (tag_probabilities(self.tag_model(kind), normalized, self.config[kind]["labels"])
+        tags = {kind: (tag_probabilities(self.tag_model(kind), normalized, self.artifact.tags[kind].labels)
                        if self.tag_model(kind) is not None else None) for kind in TAG_KINDS}
         return positive_probabilities(self.quality_model, normalized), tags
 

@@ -205,7 +205,8 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
         "Join a document's lines with spaces before predicting (fastText rejects newlines; the model was "
         "trained that way). Keep a text when P(`__label__hq`) >= "
-        f"{quality['decision_threshold']:.6g} (chosen on a validation split for target `{quality['threshold_target']}`).",
+        f"{quality['decision_threshold']:.6g} (chosen on a validation split for target "
+        f"`{quality['threshold_target']}`).",
         "",
         "```python",
         "from classifiers import QualityClassifier",

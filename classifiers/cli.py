@@ -33,6 +33,7 @@ def _config(args: argparse.Namespace):
 def _load_labels(args: argparse.Namespace, cfg) -> Any:
     from classifiers.labels import load_jsonl_labels, load_llm_labels
     from pipeline.io import RunLayout
+    from pipeline.stages import documents_before
 
     if args.labels_jsonl:
         if args.labels:
@@ -42,16 +43,16 @@ def _load_labels(args: argparse.Namespace, cfg) -> Any:
     if args.docs:
         docs_dir = Path(args.docs)
     elif args.labels:
-        # labels/ of a run sits next to that run's unique/ or docs/
-        docs_dir = RunLayout(labels_dir.parent).documents()
+        # labels/ of a run sits next to that run's unique/ or docs/: the documents annotate read
+        docs_dir = documents_before("annotate", RunLayout(labels_dir.parent))
     else:
-        docs_dir = RunLayout(cfg.out).documents()
+        docs_dir = documents_before("annotate", RunLayout(cfg.out))
     return load_llm_labels(labels_dir, docs_dir, cfg.distil.label_threshold, cfg.distil.label_source)
 
 
 def cmd_distil(args: argparse.Namespace) -> int:
-    from classifiers.labels import LabelsError
     from classifiers.distil import DistilError, distil
+    from classifiers.labels import LabelsError
     from pipeline.io import RunLayout
 
     cfg = _config(args)
@@ -173,14 +174,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         classifier = QualityClassifier.load(args.classifier)
         # the artifact's own label threshold decides what counts as a positive label
-        cfg.distil.label_threshold = int(classifier.config["quality"]["label_threshold"])
+        cfg.distil.label_threshold = int(classifier.artifact.label_threshold)
         label_set = _load_labels(args, cfg)
     except (ArtifactError, LabelsError, ValueError) as exc:
         return _fail("classifier eval", str(exc))
     doc_ids = None
     if args.heldout_only:
-        ids_file = Path(args.classifier) / "heldout_doc_ids.txt"
-        doc_ids = set(ids_file.read_text().split())
+        doc_ids = set(classifier.artifact.heldout_ids_path().read_text().split())
     result = evaluate.evaluate_classifier(classifier, label_set, doc_ids, args.threshold)
     result["labels"] = label_set.counts()
     if args.json:

@@ -14,7 +14,7 @@ single class; a topic model is skipped, with the reason in metrics.json and the 
 
 `distil()` trains from a LabelSet into a folder (`curate distil`, tests); `DistilStage` is the pipeline's
 `distil` stage on the runtime (one shard keyed by the labels: new labels retrain, the same ones keep the
-classifier), and `run()` its Python API.
+classifier), run through the registry (`pipeline.stages.run_stages(cfg, "distil")`).
 """
 
 from __future__ import annotations
@@ -41,20 +41,42 @@ import numpy as np
 import yaml
 
 from classifiers import evaluate
-from classifiers.artifact import (FORMAT, LABEL_PREFIX, NEGATIVE_LABEL, POSITIVE_LABEL, TAG_KINDS, load_fasttext,
-                                  positive_probabilities, tag_probabilities)
+from classifiers.artifact import (
+    FORMAT,
+    LABEL_PREFIX,
+    NEGATIVE_LABEL,
+    POSITIVE_LABEL,
+    TAG_KINDS,
+    load_fasttext,
+    positive_probabilities,
+    tag_probabilities,
+)
 from classifiers.card import render_card
-from classifiers.labels import LabelledDoc, LabelSet, LabelsError, load_llm_labels, parquet_files_under
+from classifiers.labels import LabelledDoc, LabelsError, LabelSet, load_llm_labels, parquet_files_under
 from classifiers.normalize import normalize_text
 from pipeline.config import DistilConfig
 from pipeline.errors import CurateError
-from pipeline.io import RunLayout, write_json
-from pipeline.runtime import Resources, Shard, ShardResult, Stage, run_stage
-from pipeline.runtime.runner import replace_dir
+from pipeline.io import RunLayout, replace_dir, write_json
+from pipeline.runtime import DOCUMENTS, Input, Resources, Shard, ShardResult, Stage
 
 
 class DistilError(CurateError, ValueError):
     """Refusal to write a classifier (too few labels, a single class, an unusable output folder)."""
+
+
+def save_model(model, path: Path):
+    """Save a fastText model and load it back (returned). fastText writes through a C++ stream that ignores a
+    full disk and leaves the file cut short: loading it back is the check, and a load that fails on a disk
+    without room is the disk's fault, said as such (ENOSPC on this path), not a 'wrong file format' later."""
+    import errno
+
+    model.save_model(str(path))
+    try:
+        return load_fasttext(path)
+    except ValueError as exc:
+        if shutil.disk_usage(path.parent).free < 16 * 1024 * 1024:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise CurateError(f"{path}: the model just written does not load back ({exc})") from exc
 
 
 def stratified_split(strata: list[Any], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -356,9 +378,8 @@ def distil_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConf
         else:
             quantized["quantize_skipped"] = (f"{len(final)} training examples < distil.quantize_min_labels="
                                              f"{cfg.quantize_min_labels}")
-    model.save_model(str(model_dir / model_file))
     # score with the saved file, through the same function the artifact uses
-    shipped = load_fasttext(model_dir / model_file)
+    shipped = save_model(model, model_dir / model_file)
     if not cross_validate:
         threshold_labels = y[validation]
         threshold_scores = positive_probabilities(shipped, [texts[i] for i in validation])
@@ -419,8 +440,7 @@ def distil_tags(docs: list[LabelledDoc], kind: str, cfg: DistilConfig, workdir: 
     lines = [" ".join(label_of[t] for t in tags[i]) + " " + texts[i] for i in rest if tags[i]]
     model, lr_used, _ = train_fasttext(lines, cfg, workdir, kind, loss="ova")
     model_file = f"{kind}.bin"
-    model.save_model(str(model_dir / model_file))
-    shipped = load_fasttext(model_dir / model_file)
+    shipped = save_model(model, model_dir / model_file)
     probs = tag_probabilities(shipped, [texts[i] for i in heldout], mapping)
     threshold = cfg.topic_threshold if kind == "topics" else cfg.format_threshold
     per_tag = evaluate.topic_agreement([set(tags[i]) for i in heldout], probs, sorted(distinct), threshold)
@@ -432,7 +452,8 @@ def distil_tags(docs: list[LabelledDoc], kind: str, cfg: DistilConfig, workdir: 
 
 
 def _prepare_out(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "config.yaml").exists())):
+    if out_dir.exists() and (not out_dir.is_dir()
+                             or (any(out_dir.iterdir()) and not (out_dir / "config.yaml").exists())):
         raise DistilError(f"refusing to write into {out_dir}: it exists and is not a classifier folder")
 
 
@@ -464,8 +485,7 @@ def write_artifact(label_set: LabelSet, cfg: DistilConfig, folder: Path) -> dict
         "quality": quality_section,
         **{kind: section for kind, (section, _) in tag_results.items()},
         "distil": cfg.model_dump(),
-        "teacher": {"models": label_set.teacher_models, "prompts": label_set.prompts,
-                    "source": label_set.source},
+        "teacher": label_set.teacher().to_config(),
     }
     metrics = {"quality": quality_metrics, **{kind: m for kind, (_, m) in tag_results.items()},
                "labels": label_set.counts()}
@@ -533,20 +553,30 @@ class DistilStage(Stage):
 
     name = "distil"
     section = "distil"
+    # the labels, and the documents they were made from (where annotate read them: their texts are joined)
+    inputs = (Input("labels"), Input(DOCUMENTS, config="annotate.docs"))
     outputs = ()
+    artifacts = ("classifier",)  # the folder the stage installs whole (not a per-shard dataset)
     writes_decisions = False
     role = "step"
     unit = "label set"
 
-    def __init__(self, cfg, *, labels_dir: str | Path | None = None, docs_dir: str | Path | None = None,
-                 out_dir: str | Path | None = None):
-        super().__init__(cfg)
-        layout = RunLayout(cfg.out)
-        self.labels_dir = Path(labels_dir) if labels_dir else layout.dataset("labels")
-        # the labels' documents: where annotate read them from
-        default_docs = Path(cfg.annotate.docs) if cfg.annotate.docs else layout.documents()
-        self.docs_dir = Path(docs_dir) if docs_dir else default_docs
-        self.out_dir = Path(out_dir) if out_dir else layout.dataset("classifier")
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        """Distilled only when no classifier is given (`classify.classifier` reuses one)."""
+        return cfg.classify.classifier is None
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.input_folder("labels")
+
+    @property
+    def docs_dir(self) -> Path:
+        return self.input_folder(DOCUMENTS)
+
+    @property
+    def out_dir(self) -> Path:
+        return RunLayout(self.cfg.out).dataset("classifier")
 
     def settings(self) -> dict[str, Any]:
         return {f"distil.{key}": value for key, value in self.cfg.distil.model_dump(mode="json").items()}
@@ -603,15 +633,3 @@ class DistilStage(Stage):
         if not summary["shards_run"]:
             return f"[distil] {self.out_dir} was trained on these labels with these settings, kept"
         return describe(json.loads((self.out_dir / "metrics.json").read_text()), self.out_dir)
-
-
-def run(cfg, labels_dir: str | Path | None = None, docs_dir: str | Path | None = None,
-        out_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Distil a run's labels/ through the runtime (defaults: <out>/labels; annotate.docs, else <out>/unique or
-    docs; <out>/classifier). The same labels keep the classifier already there (`skipped`). Returns the stage
-    summary with the classifier's `metrics`."""
-    stage = DistilStage(cfg, labels_dir=labels_dir, docs_dir=docs_dir, out_dir=out_dir)
-    summary = run_stage(stage, quiet=quiet)
-    metrics_path = stage.out_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-    return {**summary, "skipped": not summary["shards_run"], "metrics": metrics}

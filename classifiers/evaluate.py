@@ -229,7 +229,8 @@ def format_quality(metrics: dict[str, Any]) -> str:
 def format_topics(metrics: dict[str, Any], kind: str = "topics") -> str:
     """One readable block for the per-tag metrics of a topic (or format) model."""
     lines = [f"{kind}: {metrics.get('topics_evaluated', 0)} evaluated, macro agreement "
-             f"{metrics.get('macro_agreement', float('nan')):.3f}, macro F1 {metrics.get('macro_f1', float('nan')):.3f}"]
+             f"{metrics.get('macro_agreement', float('nan')):.3f}, macro F1 "
+             f"{metrics.get('macro_f1', float('nan')):.3f}"]
     for topic, m in metrics.get("per_topic", {}).items():
         lines.append(f"  {topic:<32} support {m['support']:>5}  agreement {m['agreement']:.3f}  F1 {m['f1']:.3f}")
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 Both sources end as the same `LabelSet`: one `LabelledDoc` per document with its text, its quality score
 (0-5, or a 0/1 label), its expected score when the teacher's score probabilities were kept, its topics and
 formats, plus counts of what was skipped and why, and the teacher's provenance (models, prompt ids and
-hashes) for the model card.
+hashes, the labels folder and documents folder or the JSONL file: `LabelSet.teacher()`, which config.yaml and
+the model card record).
 
 labels/ rows come in two shapes, read alike: combined rows (task `labels`: score, topics and format from one
 answer) and separate ones (task `quality`, task `topics`). The binary label is the sampled score >= the
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from classifiers.artifact import Teacher
 from pipeline import schemas
 from pipeline.errors import CurateError
 
@@ -45,13 +47,26 @@ class LabelledDoc:
 @dataclass
 class LabelSet:
     docs: list[LabelledDoc]
-    source: str
     skipped: Counter = field(default_factory=Counter)
     teacher_models: list[str] = field(default_factory=list)
     prompts: list[dict[str, Any]] = field(default_factory=list)  # {task, prompt_id, prompt_hash}
     label_threshold: float = 3
     label_source: str = "sampled"  # what `is_positive` was decided on: sampled | expected
     expected_labels: int = 0  # documents whose binary label came from the expected score
+    # where the labels came from: an annotate labels/ folder joined to the texts of docs_dir, or a JSONL file
+    labels_dir: str | None = None
+    docs_dir: str | None = None
+    labels_jsonl: str | None = None
+
+    def teacher(self) -> Teacher:
+        """The teacher's provenance as the classifier artifact records it (config.yaml's `teacher`)."""
+        return Teacher(models=self.teacher_models, prompts=self.prompts, labels_dir=self.labels_dir,
+                       docs_dir=self.docs_dir, labels_jsonl=self.labels_jsonl)
+
+    @property
+    def source(self) -> str:
+        """Where the labels came from, in words ("labels: L; docs: D" or "labels-jsonl: F")."""
+        return self.teacher().source
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -181,7 +196,7 @@ def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshol
             quality_expected=mean_expected,
         ))
     return LabelSet(
-        docs=docs, source=f"labels: {labels_dir}; docs: {docs_dir}", skipped=skipped,
+        docs=docs, labels_dir=str(labels_dir), docs_dir=str(docs_dir), skipped=skipped,
         teacher_models=sorted(used_models), label_threshold=label_threshold,
         prompts=[{"task": t, "prompt_id": i, "prompt_hash": h} for t, i, h in sorted(used_prompts, key=str)],
         label_source=label_source, expected_labels=from_expected,
@@ -215,11 +230,11 @@ def parse_jsonl_label(line: str, where: str, label_threshold: float, index: int)
         score = float(value)
         positive = score >= label_threshold
     tags = {}
-    for field in ("topics", "format"):
-        value = obj.get(field)
+    for name in ("topics", "format"):
+        value = obj.get(name)
         if value is not None and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
-            raise LabelsError(f"{where}: '{field}' must be a list of strings, got {value!r}")
-        tags[field] = sorted(set(value)) if value is not None else None
+            raise LabelsError(f"{where}: '{name}' must be a list of strings, got {value!r}")
+        tags[name] = sorted(set(value)) if value is not None else None
     if positive is None and tags["topics"] is None and tags["format"] is None:
         raise LabelsError(f"{where}: needs 'label' (0/1), 'score' (0-5), 'topics' or 'format'")
     return LabelledDoc(doc_id=doc_id, text=text, quality_score=score, is_positive=positive, **tags)
@@ -243,5 +258,5 @@ def load_jsonl_labels(path: str | Path, label_threshold: float) -> LabelSet:
             docs.append(doc)
     if not docs:
         raise LabelsError(f"{path}: no labels (empty file)")
-    return LabelSet(docs=docs, source=f"labels-jsonl: {path}", teacher_models=[f"user labels ({path.name})"],
+    return LabelSet(docs=docs, labels_jsonl=str(path), teacher_models=[f"user labels ({path.name})"],
                     label_threshold=label_threshold)

@@ -8,10 +8,19 @@ Edit the cells here rather than in the .ipynb, so the stored notebook stays smal
 from pathlib import Path
 
 import nbformat as nbf
+
 nb = nbf.v4.new_notebook()
 cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s))
-code = lambda s: cells.append(nbf.v4.new_code_cell(s))
+
+
+def md(s):
+    cells.append(nbf.v4.new_markdown_cell(s))
+
+
+def code(s):
+    cells.append(nbf.v4.new_code_cell(s))
+
+
 md("""# Inspect a run's filter decisions
 
 Why was each page kept or dropped? Counts per stage and reason, then **one card per sampled document**
@@ -58,7 +67,8 @@ code("""fig, ax = plt.subplots(figsize=(8, max(2.5, 0.28 * len(counts))))
 labels = [f"{r.stage}: {r.outcome} {r.reason}".strip() for r in counts.itertuples()]
 ax.barh(labels, counts["count"], color=["tab:green" if o == "kept" else "tab:red" if o == "errored" else "tab:gray"
                                        for o in counts.outcome])
-ax.invert_yaxis(); ax.set_xscale("log"); ax.set_xlabel("records (log scale)"); ax.set_title("decisions per stage and reason")
+ax.invert_yaxis(); ax.set_xscale("log")
+ax.set_xlabel("records (log scale)"); ax.set_title("decisions per stage and reason")
 plt.tight_layout(); plt.show()""")
 md("""## A stratified random sample of documents per decision and reason
 
@@ -86,7 +96,7 @@ if not joined.empty:
 axes[2].set_xlabel("LLM score"); axes[2].set_ylabel("fastText probability"); axes[2].set_title("labelled sample")
 plt.tight_layout(); plt.show()""")
 code("""# What would another threshold keep? Documents, tokens and the held-out teacher labels' precision/recall,
-# exact over every stored score (classify's threshold table; no re-inference: `curate classify --rethreshold T`,
+# exact over every stored score (classify's threshold table; no re-inference: `curate classify --threshold T`,
 # `--target-tokens N` or `--target-keep-rate R` re-decides the corpus).
 from pipeline.classify import stored_threshold_table
 
@@ -103,7 +113,7 @@ else:  # classify has not finished here (or ran before the table existed): keep 
     what_if = pd.DataFrame({"threshold": thresholds, "keep_rate": [keep_rate(view, t) for t in thresholds],
                             "kept_tokens": [None] * len(thresholds)})
     display(what_if)
-    print("kept tokens: run `curate classify --out RUN --rethreshold T` once to get classify's threshold table")
+    print("kept tokens: run `curate classify --out RUN --threshold T` once to get classify's threshold table")
 print("chosen threshold:", view.threshold)""")
 md("## Topics of kept vs dropped documents")
 code("""if not view.scores.empty and view.threshold is not None:

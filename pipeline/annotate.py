@@ -21,10 +21,11 @@ Steps, each testable alone:
 - `select_sample`: deterministic (seeded hash order) and stratified by language and a coarse rule-score
   bucket, so low- and high-quality pages are both present.
 - `TaskSet.requests` / `label_row`: prompt rendering and parsing, pure.
-- `consistency_subset`, `self_consistency` (and the agreement measures under it), `labels_card`: pure.
+- `consistency_subset`, `self_consistency` (and the agreement measures under it): pure; the labels card is
+  pipeline.cards.labels.
 - `AnnotateStage`: an LLM stage (pipeline.llm.stage): the sample's shards are answered by the HTTP client or
-  the in-process vLLM engine on Ray actors, and the runtime writes labels/ and the shard markers.
-- `run`: the Python API, `run_stage(AnnotateStage(cfg))`.
+  the in-process vLLM engine on Ray actors, and the runtime writes labels/ and the shard markers. It runs
+  through the registry: `pipeline.stages.run_stages(cfg, "annotate")`.
 
 A shard whose requests failed for transient reasons (server down, timeouts) is written with those errors
 and redone by the next run; thanks to the response cache the rerun pays only for what failed. The sample
@@ -34,8 +35,6 @@ size and seed are the plan, not settings: a larger sample only pays for the new 
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,17 +43,27 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import yaml
 
 from pipeline import schemas
+from pipeline.cards.labels import consistency_line, labels_card, noise_warning
 from pipeline.config import ConfigError
-from pipeline.io import RunLayout, parquet_files, read_dataset
+from pipeline.io import RunLayout, parquet_files, read_dataset, write_text
 from pipeline.llm.client import Completion, LLMError, canonical_json
-from pipeline.llm.parse import (QUALITY_MAX, QUALITY_MIN, Parsed, labels_schema, parse_labels, parse_quality,
-                                parse_topics, quality_schema, score_distribution, topics_schema)
+from pipeline.llm.parse import (
+    QUALITY_MAX,
+    QUALITY_MIN,
+    Parsed,
+    labels_schema,
+    parse_labels,
+    parse_quality,
+    parse_topics,
+    quality_schema,
+    score_distribution,
+    topics_schema,
+)
 from pipeline.llm.prompts import Prompt, PromptError, load_prompt
 from pipeline.llm.stage import LLMStage, LLMWorker, is_transient, sampling_params
-from pipeline.runtime import Output, Shard, ShardResult, run_stage
+from pipeline.runtime import DOCUMENTS, Input, Output, Shard, ShardResult
 from pipeline.sources import InputError
 
 STAGE = "annotate"
@@ -346,33 +355,10 @@ def self_consistency(first: dict[str, dict[str, Any]], second: dict[str, dict[st
             "format_jaccard": rounded(mean_jaccard(formats)), "format_pages": len(formats)}
 
 
-def _figure(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def consistency_line(consistency: dict[str, Any] | None) -> str | None:
-    """One line on the two passes' agreement (the stage summary, `curate run`), or None when not measured."""
-    if not consistency or consistency.get("pages") is None:
-        return None
-    return (f"teacher self-consistency on {consistency['pages']} pages (second pass at temperature "
-            f"{consistency['temperature']}, seed {consistency['seed']}): score kappa {_figure(consistency['kappa'])}"
-            f" (quadratic-weighted), exact {_figure(consistency['exact'])}, within-1 "
-            f"{_figure(consistency['within_1'])}; topics Jaccard {_figure(consistency['topics_jaccard'])}, format "
-            f"Jaccard {_figure(consistency['format_jaccard'])}")
-
-
-def noise_warning(consistency: dict[str, Any] | None) -> str | None:
-    """The plain warning when the score's kappa is below annotate.min_kappa, else None."""
-    if not consistency or not consistency.get("noisy"):
-        return None
-    return (f"WARNING: the teacher's scores agree with themselves at kappa {consistency['kappa']:.3f} < "
-            f"annotate.min_kappa={consistency['min_kappa']}: these labels are too noisy to distil well")
-
-
 # ------------------------------------------------------------------------------------------ input
-def resolve_docs_dir(cfg) -> Path:
-    """annotate.docs, else the run's unique/ (after dedup), else its docs/; it must hold Parquet files."""
-    folder = Path(cfg.annotate.docs) if cfg.annotate.docs else RunLayout(cfg.out).documents()
+def check_docs_dir(folder: Path) -> Path:
+    """The folder to sample (annotate.docs, else the run's unique/ after dedup, else its docs/) must hold
+    Parquet files."""
     if not any(folder.glob("*.parquet")):
         raise AnnotateInputError(f"annotate: no Parquet files in {folder} (run extract/dedup first or pass --docs)")
     return folder
@@ -419,53 +405,6 @@ def _pass_counts(markers: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "with_probs": sum(m.get("with_probs", 0) for m in markers)}
 
 
-def labels_card(summary: dict[str, Any], tasks: TaskSet, consistency_tasks: TaskSet | None) -> str:
-    """labels/README.md: a YAML header (teacher, prompts, sampling, counts, self-consistency) and a short text."""
-    consistency = summary.get("self_consistency")
-    header = {
-        "teacher_model": tasks.model,
-        "mode": tasks.mode,
-        "prompts": [{"task": t, "prompt_id": p.prompt_id, "prompt_hash": p.prompt_hash} for t, p in tasks.prompts.items()],
-        "sampling": {t: {**tasks.task_params(t), "max_tokens": tasks.max_tokens[t]} for t in tasks.prompts},
-        "max_doc_chars": tasks.max_doc_chars,
-        "sampled_docs": summary["sampled"],
-        "labels": summary["labels"], "ok": summary["ok"], "errors": summary["errors"],
-        "with_score_probabilities": summary["with_probs"],
-        "self_consistency": consistency,
-    }
-    if consistency_tasks is not None and consistency:
-        header["consistency_sampling"] = {t: consistency_tasks.task_params(t) for t in consistency_tasks.prompts}
-    how = ("one request per page answers every label (reason, score, topics, format)" if tasks.mode == "combined"
-           else f"one request per page and task ({', '.join(tasks.prompts)})")
-    lines = ["---", yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
-             "# Teacher labels", "",
-             f"{summary['ok']} valid labels of {summary['labels']} on {summary['sampled']} sampled pages from "
-             f"{summary['docs_dir']}, by {tasks.model}: {how}; prompts "
-             + ", ".join(f"`{p.prompt_id}` ({p.prompt_hash})" for p in tasks.prompts.values()) + ". "
-             f"{summary['with_probs']} scores carry their probabilities p(0..5) (`quality_probs`, "
-             "`quality_expected`); the others are sampled scores only.", ""]
-    line = consistency_line(consistency)
-    if line:
-        lines += ["## Self-consistency", "", line[0].upper() + line[1:] + ".",
-                  "The second pass is in labels_consistency/ (distillation reads this folder only).", ""]
-        warning = noise_warning(consistency)
-        if warning:
-            lines += [warning + ".", ""]
-    else:
-        lines += ["Self-consistency: not measured (annotate.consistency_sample=0).", ""]
-    return "\n".join(lines)
-
-
-def _write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class AnnotateStage(LLMStage):
     """The sample -> labels/: one shard per `annotate.shard_size` sampled documents, answered on LLM actors;
     then the self-consistency subset -> labels_consistency/, shards of their own. Label rows carry their own
@@ -474,6 +413,7 @@ class AnnotateStage(LLMStage):
 
     name = STAGE
     section = "annotate"
+    inputs = (Input(DOCUMENTS, config="annotate.docs"),)
     outputs = (Output(LABELS, schemas.LABELS), Output(CONSISTENCY, schemas.LABELS))
     writes_decisions = False
     supports_engine = True
@@ -483,6 +423,11 @@ class AnnotateStage(LLMStage):
         self.docs_dir: Path | None = None
         self.sampled = 0
         self.consistency_ids: list[str] = []
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        """Labelled only when no classifier is given (`classify.classifier` reuses one)."""
+        return cfg.classify.classifier is None
 
     @cached_property
     def tasks(self) -> TaskSet:
@@ -513,7 +458,7 @@ class AnnotateStage(LLMStage):
 
     def plan(self) -> list[Shard]:
         annotate = self.cfg.annotate
-        self.docs_dir = resolve_docs_dir(self.cfg)
+        self.docs_dir = check_docs_dir(self.input_folder())
         sample = load_sample(self.docs_dir, annotate.sample, annotate.seed, annotate.max_doc_chars)
         self.sampled = len(sample)
         source = str(self.docs_dir)
@@ -575,8 +520,8 @@ class AnnotateStage(LLMStage):
         second = _pass_counts([m for m in markers if m.get("pass")])
         result = {**extra, **totals, "docs_dir": str(self.docs_dir), "sampled": self.sampled, "mode": self.tasks.mode,
                   **first, "consistency_labels": second, "self_consistency": self.measure_consistency()}
-        _write_text(labels_card(result, self.tasks, self.consistency_tasks),
-                    RunLayout(self.cfg.out).dataset(LABELS) / CARD)
+        write_text(labels_card(result, self.tasks, self.consistency_tasks),
+                   RunLayout(self.cfg.out).dataset(LABELS) / CARD)
         return result
 
     def format_summary(self, summary: dict[str, Any]) -> str:
@@ -588,7 +533,8 @@ class AnnotateStage(LLMStage):
         lines.append(f"  tokens in/out {summary['prompt_tokens']}/{summary['completion_tokens']}; this run: "
                      f"{run_stats['requests']} requests ({run_stats['requests_per_s']}/s), "
                      f"{run_stats['cache_hits']} cache hits, {run_stats['retries']} retries, {run_stats['seconds']}s")
-        line, warning = consistency_line(summary.get("self_consistency")), noise_warning(summary.get("self_consistency"))
+        consistency = summary.get("self_consistency")
+        line, warning = consistency_line(consistency), noise_warning(consistency)
         if line:
             second = summary["consistency_labels"]
             lines.append(f"  {line} ({second['ok']} of {second['labels']} second-pass labels ok)")
@@ -598,11 +544,3 @@ class AnnotateStage(LLMStage):
             lines.append(f"  incomplete: {summary['transient_errors']} labels failed on transient errors; rerun to "
                          "retry them")
         return "\n".join(lines)
-
-
-def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict[str, Any]:
-    """Annotate a sample of `docs_dir` (default: annotate.docs, else the run's unique/ or docs/) into
-    `<cfg.out>/labels`; returns the stage summary (`complete` is False while transient errors remain)."""
-    if docs_dir is not None:
-        cfg = cfg.model_copy(update={"annotate": cfg.annotate.model_copy(update={"docs": str(docs_dir)})})
-    return run_stage(AnnotateStage(cfg), quiet=quiet)

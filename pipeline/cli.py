@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ class Flag:
     type: Any = str
     nargs: str | None = None
     action: str | None = None
+    # old names of this flag, still accepted for one release with a note on stderr
+    deprecated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,8 @@ STAGE_COMMANDS = (
         Flag("--max-warcs", "input.max_warcs", "seeded random sample of this many WARC files", int),
         Flag("--base-url", "input.base_url", "Common Crawl base URL (https://data.commoncrawl.org/ or "
                                              "s3://commoncrawl/)"),
-        Flag("--rethreshold", None, "only re-decide the rules from the stored metrics (extracted/), at the "
-                                    "thresholds given with --set extract.rules.<threshold>=V: no WARC is read",
-             action="store_true"),
+        Flag("--rethreshold", None, "deprecated: use `curate rules` (re-decide the rules from the stored "
+                                    "metrics, no WARC read)", action="store_true"),
     ), only_with={"rethreshold": ("rules",)}),
     Command("rules", "re-decide the quality rules from the stored metrics: extracted/ -> docs/ (no WARC read; "
                      "thresholds: --set extract.rules.<threshold>=V)", ("rules",)),
@@ -70,14 +72,15 @@ STAGE_COMMANDS = (
         Flag("--docs", "classify.docs", "input folder: a run's unique/ or docs/ (default <out>/unique, else "
                                         "<out>/docs)"),
         Flag("--classifier", "classify.classifier", "classifier folder from `curate distil`"),
-        Flag("--rethreshold", "classify.threshold", "only re-decide from the stored scores at threshold T (no "
-                                                    "model run)", float),
-        Flag("--target-tokens", "classify.target_tokens", "only re-decide from the stored scores, at the threshold "
-                                                          "that keeps about N tokens (no model run)", int),
-        Flag("--target-keep-rate", "classify.target_keep_rate", "only re-decide from the stored scores, at the "
-                                                                "threshold that keeps about R (0-1] of the "
-                                                                "documents (no model run)", float),
-    ), only_with={"rethreshold": ("classify",), "target_tokens": ("classify",), "target_keep_rate": ("classify",)}),
+        Flag("--threshold", "classify.threshold", "keep documents whose quality probability is at least T "
+                                                  "(scores stored for this classifier are reused: no model run)",
+             float, deprecated=("--rethreshold",)),
+        Flag("--target-tokens", "classify.target_tokens", "keep about N tokens: the threshold is found in the "
+                                                          "scores (stored ones are reused)", int),
+        Flag("--target-keep-rate", "classify.target_keep_rate", "keep about R (0-1] of the documents: the "
+                                                                "threshold is found in the scores (stored ones "
+                                                                "are reused)", float),
+    )),
     Command("rewrite", "rewrite corpus pages in styles routed by quality -> synthetic/ (Ray)", ("rewrite",), (
         Flag("--corpus", "rewrite.corpus", "input Parquet folder (default: OUT/corpus, classify's kept pages)"),
         Flag("--styles", "rewrite.styles", "prompt ids to run, e.g. rewrite_wiki_v1 qa_pairs_v1", nargs="+"),
@@ -94,13 +97,33 @@ def common_flags(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
         parser.add_argument("--out", help="output root of the run (config: out)")
 
 
+def lock_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait-lock", action="store_true",
+                        help="when another command is writing into --out, wait for it instead of stopping")
+
+
+def writing(args: argparse.Namespace, cfg: RunConfig):
+    """The run folder's lock for a command that writes into it (one writer at a time; see pipeline.runlock)."""
+    from pipeline.io import RunLayout
+    from pipeline.runlock import RunLock
+    from pipeline.runtime.runner import check_output_root
+
+    check_output_root(RunLayout(cfg.out))
+    command = " ".join(["curate", args.command])
+    return RunLock(cfg.out, command, wait=getattr(args, "wait_lock", False))
+
+
 def llm_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-url", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 (config: llm.url)")
     parser.add_argument("--llm-model", help="served model name (config: llm.model)")
 
 
 def _dest(flag: Flag) -> str:
-    return flag.name.removeprefix("--").replace("-", "_")
+    return _dest_of(flag.name)
+
+
+def _dest_of(name: str) -> str:
+    return name.removeprefix("--").replace("-", "_")
 
 
 def config_from_args(args: argparse.Namespace, flags: tuple[Flag, ...] = ()) -> RunConfig:
@@ -113,34 +136,41 @@ def config_from_args(args: argparse.Namespace, flags: tuple[Flag, ...] = ()) -> 
     if getattr(args, "llm_model", None):
         overrides.append(f"llm.model={args.llm_model}")
     for flag in flags:
+        for old in flag.deprecated:
+            value = getattr(args, _dest_of(old), None)
+            if value is not None:
+                print(f"curate: {old} is deprecated, use {flag.name} (same meaning)", file=sys.stderr)
+                setattr(args, _dest(flag), value)
         value = getattr(args, _dest(flag), None)
         if value is not None and flag.config is not None:
             overrides.append(f"{flag.config}={json.dumps(value) if isinstance(value, list) else value}")
     return load_config(args.config or getattr(args, "config_path", None), overrides)
 
 
-def print_report(cfg: RunConfig) -> None:
+def print_report(cfg: RunConfig, *, verify: bool = False) -> None:
     from pipeline.io import RunLayout
     from pipeline.report import build_report, format_report
 
-    print(format_report(build_report(RunLayout(cfg.out))))
+    print(format_report(build_report(RunLayout(cfg.out), verify=verify)))
     print(f"outputs: {cfg.out}")
 
 
 def _stage_handler(command: Command):
     def handler(args: argparse.Namespace) -> int:
-        from pipeline.runtime import run_stage
-        from pipeline.stages import make_stage
+        from pipeline.run import run_stages
 
         cfg = config_from_args(args, command.flags)
         stages = command.stages
         for flag, only in command.only_with.items():
             if getattr(args, flag, None) not in (None, False):
+                if flag == "rethreshold" and command.name == "extract":
+                    print("curate: `curate extract --rethreshold` is deprecated, use `curate rules` (same meaning)",
+                          file=sys.stderr)
                 stages = only
         complete = True
-        for name in stages:
-            summary = run_stage(make_stage(name, cfg))
-            complete = complete and (summary.get("skipped") or summary.get("complete", True))
+        with writing(args, cfg):
+            for summary in run_stages(cfg, *stages).values():
+                complete = complete and (summary.get("skipped") or summary.get("complete", True))
         print_report(cfg)
         return 0 if complete else 1
 
@@ -148,7 +178,7 @@ def _stage_handler(command: Command):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    print_report(config_from_args(args))
+    print_report(config_from_args(args), verify=args.verify)
     return 0
 
 
@@ -171,7 +201,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.run import format_summary, run_pipeline
 
-    report = run_pipeline(config_from_args(args))
+    cfg = config_from_args(args)
+    with writing(args, cfg):
+        report = run_pipeline(cfg)
     print(format_summary(report))
     return 0 if report.get("conserved") and report.get("complete", True) else 1
 
@@ -185,11 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_path", nargs="?", help="YAML run config (same as --config)")
     common_flags(p)
     llm_flags(p)
+    lock_flags(p)
     p.set_defaults(handler=cmd_run)
 
     for command in STAGE_COMMANDS:
         p = sub.add_parser(command.name, help=command.help)
         common_flags(p)
+        lock_flags(p)
         if command.llm:
             llm_flags(p)
         for flag in command.flags:
@@ -198,10 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
             else:
                 p.add_argument(flag.name, dest=_dest(flag), type=flag.type, nargs=flag.nargs,
                                help=f"{flag.help} (config: {flag.config})")
+            for old in flag.deprecated:
+                p.add_argument(old, dest=_dest_of(old), type=flag.type, nargs=flag.nargs,
+                               help=f"deprecated name of {flag.name}")
         p.set_defaults(handler=_stage_handler(command))
 
-    p = sub.add_parser("report", help="print a run's counts per stage and reason, and check conservation")
+    p = sub.add_parser("report", help="print a run's counts per stage and reason, and check conservation and that "
+                                      "every recorded file is there whole")
     common_flags(p)
+    p.add_argument("--verify", action="store_true",
+                   help="also compare every file's sha256 with its shard marker (reads the whole run)")
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("explain", help="what happened to a page, stage by stage, and its fate (by URL or doc_id)")
@@ -219,11 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.IGNORECASE)
+
+
+def mask_credentials(text: str) -> str:
+    """URLs with a user or password (`http://user:secret@host/`) printed as `http://***@host/`."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
 def fixable_message(exc: BaseException) -> str | None:
     if isinstance(exc, CurateError):
-        return str(exc)
+        return mask_credentials(str(exc))
+    if type(exc).__name__ in ("ArrowInvalid", "JSONDecodeError"):  # a damaged file read outside the checked paths
+        return (f"a file of the run is damaged or not what it should be ({exc}); `curate report --out RUN` "
+                "names every damaged file")
     converted = output_error(exc) if isinstance(exc, OSError) else None
-    return str(converted) if converted is not None else None
+    return mask_credentials(str(converted)) if converted is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (CurateError, OSError) as exc:
+    except (CurateError, OSError, ValueError) as exc:
         message = fixable_message(exc)
         if message is None:
             raise

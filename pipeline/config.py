@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
 from pipeline.errors import CurateError
 
 
@@ -21,7 +22,8 @@ class ConfigError(CurateError, ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every number is finite (inf and nan pass `gt=0` and then fail deep inside a stage)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class InputConfig(Section):
@@ -73,7 +75,7 @@ class RulesConfig(Section):
     measures them into extracted/, so they are extraction settings (another value in the same run folder is
     refused). What the metrics are compared to (the family switches, every threshold, `all_failures`): the
     rules stage decides with them, so another value re-decides docs/ from the stored metrics, without
-    reading a WARC file again (`curate extract --rethreshold`, `curate rules`).
+    reading a WARC file again (`curate rules`).
 
     Thresholds are named after the metric they bound (`max_<metric>`: a page whose metric is above it fails;
     `min_<metric>`: below it fails); defaults are datatrove's. null turns a check off. The comparisons are
@@ -172,7 +174,7 @@ class ExtractConfig(Section):
     min_language_score: float = Field(default=0.0, ge=0, le=1)
     # "py3langid" (shipped model) or a local fastText LID model path (lid.176.bin, GlotLID).
     langid_model: str = "py3langid"
-    timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0, le=86400)  # per page; a day bounds what a timer can hold
     max_html_bytes: int = Field(default=5_000_000, ge=1)
     min_text_chars: int = Field(default=1, ge=0)
     # trafilatura's trade-off switches. Precision by default: boilerplate in pretraining text costs more
@@ -238,7 +240,7 @@ class LLMConfig(Section):
     model: str = "tiny-llama"
     api_key_env: str = "CURATE_LLM_API_KEY"
     max_concurrency: int = Field(default=16, ge=1)
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0, le=86400)
     max_retries: int = Field(default=4, ge=0)
     retry_backoff_s: float = Field(default=0.5, ge=0)
     temperature: float = Field(default=0.0, ge=0)
@@ -374,7 +376,8 @@ class ClassifyConfig(Section):
     classifier: str | None = None  # default: <out>/classifier (distil's output)
     threshold: float | None = Field(default=None, ge=0, le=1)  # None: the classifier card's threshold
     # Or the threshold that keeps about this many tokens / this share of the documents, found in the stored
-    # scores (pipeline.classify.threshold_for_target). At most one of threshold, target_tokens, target_keep_rate.
+    # scores (pipeline.classify.thresholds.threshold_for_target). At most one of threshold, target_tokens,
+    # target_keep_rate.
     target_tokens: int | None = Field(default=None, ge=1)
     target_keep_rate: float | None = Field(default=None, gt=0, le=1)
     rows_per_file: int | None = Field(default=None, ge=1)
@@ -386,25 +389,25 @@ class ClassifyConfig(Section):
     # Formats stored per document (WebOrganizer format ids, most probable first) when it has a format model.
     formats_top_k: int = Field(default=2, ge=1)
 
-    @field_validator("threshold", "target_tokens", "target_keep_rate")
-    @classmethod
-    def _one_way_to_choose_the_threshold(cls, value, info):
-        # info.data holds the fields validated before this one (on assignment: all the others), so the later
-        # of any two that are set names both
-        fields = ("threshold", "target_tokens", "target_keep_rate")
-        others = [f"classify.{name}" for name in fields if name != info.field_name and info.data.get(name) is not None]
-        if value is not None and others:
+    @model_validator(mode="after")
+    def _one_way_to_choose_the_threshold(self) -> ClassifyConfig:
+        """At most one of threshold, target_tokens, target_keep_rate (each chooses the threshold); checked on the
+        whole section, so loading, `--set`, `RunConfig.updated` and assignment refuse the same pairs alike."""
+        chosen = [f"classify.{name}" for name in ("threshold", "target_tokens", "target_keep_rate")
+                  if getattr(self, name) is not None]
+        if len(chosen) > 1:
             raise PydanticCustomError(
                 "threshold_choice", "{fields} are mutually exclusive (each chooses the threshold): set only one",
-                {"fields": ", ".join([*others, f"classify.{info.field_name}"])})
-        return value
+                {"fields": ", ".join(chosen)})
+        return self
 
 
 class RewriteConfig(Section):
     enabled: bool = False
     corpus: str | None = None  # input dataset folder; default: <out>/corpus (classify's kept documents)
     # Prompt ids to run (any subset of the routed ones below); `--styles` on the command line.
-    styles: list[str] = Field(default_factory=lambda: ["rewrite_wiki_v1", "qa_pairs_v1", "distill_v1", "knowledge_list_v1"])
+    styles: list[str] = Field(
+        default_factory=lambda: ["rewrite_wiki_v1", "qa_pairs_v1", "distill_v1", "knowledge_list_v1"])
     limit: int | None = Field(default=None, ge=1)  # rewrite only the first N documents of the corpus
     # Routing by the classifier's quality_prob (Nemotron-CC): >= high_threshold -> high_styles;
     # >= mid_threshold -> mid_styles; below mid_threshold -> not rewritten (reason below_rewrite_threshold).
@@ -462,6 +465,28 @@ class RunConfig(Section):
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
 
+    def get(self, key: str) -> Any:
+        """The value at a dotted key (`classify.docs`)."""
+        node: Any = self
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node
+
+    def updated(self, **values: Any) -> RunConfig:
+        """A copy with dotted keys set (`updated(**{"classify.threshold": 0.5})`), validated like a config file:
+        a value out of range or two settings that exclude each other is a ConfigError naming the field."""
+        data = self.model_dump()
+        for key, value in values.items():
+            node = data
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        try:
+            return RunConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, "overrides")) from None
+
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid config ({source}):"]
@@ -486,7 +511,11 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: {part!r} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({problem}); quote it or fix it") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -47,6 +47,11 @@ class ExplainError(CurateError):
     """The folder is not a run, or a query matched no page (the message gives the nearest URLs)."""
 
 
+def damaged(path: Path, exc: BaseException) -> ExplainError:
+    return ExplainError(f"{path} is damaged ({exc}); `curate report --out RUN` lists every damaged file, and "
+                        "running the command that wrote it again redoes it")
+
+
 # ------------------------------------------------------------------------------------------------ reading
 
 
@@ -62,7 +67,10 @@ class RowFinder:
 
     def _metadata(self, path: Path) -> pq.FileMetaData:
         if path not in self._meta:
-            self._meta[path] = pq.read_metadata(path)
+            try:
+                self._meta[path] = pq.read_metadata(path)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise damaged(path, exc) from None
         return self._meta[path]
 
     @staticmethod
@@ -89,14 +97,23 @@ class RowFinder:
             if not groups:
                 continue
             read = [c for c in (columns or names) if c in names]
-            with pq.ParquetFile(path, metadata=meta) as parquet:
-                for group in groups:
-                    keys = parquet.read_row_group(group, columns=[key]).column(0)
-                    mask = pc.is_in(keys, value_set=pa.array(wanted, keys.type))
-                    if not pc.any(mask).as_py():
-                        continue
-                    rows = parquet.read_row_group(group, columns=read).filter(mask)
-                    out += [{**row, "_file": path.name} for row in rows.to_pylist()]
+            try:
+                out += self._matches(path, meta, groups, key, wanted, read)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise damaged(path, exc) from None
+        return out
+
+    @staticmethod
+    def _matches(path: Path, meta, groups: list[int], key: str, wanted: list[str], read: list[str]) -> list[dict]:
+        out: list[dict[str, Any]] = []
+        with pq.ParquetFile(path, metadata=meta) as parquet:
+            for group in groups:
+                keys = parquet.read_row_group(group, columns=[key]).column(0)
+                mask = pc.is_in(keys, value_set=pa.array(wanted, keys.type))
+                if not pc.any(mask).as_py():
+                    continue
+                rows = parquet.read_row_group(group, columns=read).filter(mask)
+                out += [{**row, "_file": path.name} for row in rows.to_pylist()]
         return out
 
     def columns(self, column: str) -> Iterable[pa.ChunkedArray]:
@@ -375,19 +392,57 @@ class RunReader:
 
     # -------------------------------------------------------------------------------- one page
 
+    def generic_step(self, name: str, doc_id: str) -> Step | None:
+        """A stage without an explainer of its own, from what it declares: its decision row for the page
+        (dropped or errored, with reason and detail), else the file of its kept dataset that holds the page.
+        Steps (scoring, training) show nothing; a side stage shows its rows of the page, if any."""
+        from pipeline.stages import kept_dataset, stage_class
+
+        cls = stage_class(name)
+        if cls.role == "step":
+            return None
+        for d in self.decision(name, doc_id) if cls.writes_decisions else []:
+            return Step(name, d["outcome"], f"{d['outcome']}: {d['reason']} ({d['detail']})",
+                        {"reason": d["reason"], "detail": d["detail"]})
+        dataset = kept_dataset(name) if cls.role == "filter" else (cls.outputs[0].dataset if cls.outputs else None)
+        found = self.dataset(dataset).find("doc_id", [doc_id], ["doc_id"]) if dataset else []
+        if found:
+            status = "passed" if cls.role == "filter" else "sampled"
+            return Step(name, status, f"{'kept' if cls.role == 'filter' else 'made'} in {dataset}/{found[0]['_file']}",
+                        {"file": f"{dataset}/{found[0]['_file']}"})
+        if not self.ran(name):
+            return Step(name, "not_run", f"{name} has not run") if cls.role == "filter" else None
+        return Step(name, "not_run", f"no {name} record of this page") if cls.role == "filter" else None
+
+    def explainers(self) -> dict[str, Any]:
+        """The stages with an explainer of their own (richer than `generic_step`), by registry name."""
+        return {"rules": self.rules_step, "dedup": self.dedup_step, "annotate": self.annotate_steps,
+                "classify": self.classify_step, "rewrite": self.rewrite_step}
+
     def walk(self, doc_id: str) -> Iterator[Step]:
-        """The page's steps in pipeline order, lazily: the caller stops at the step the page left at."""
+        """The page's steps in the registry's order, lazily: the caller stops at the step the page left at.
+        A stage after the one that wrote the corpus (rewrite) is shown only for a page kept in it."""
+        from pipeline.stages import pipeline_order
+
         extract, row = self.extract_step(doc_id)
         yield extract
         if row is None:
             return
-        yield self.rules_step(doc_id, row)
-        yield self.dedup_step(doc_id)
-        yield from self.annotate_steps(doc_id)
-        classify = self.classify_step(doc_id)
-        yield classify
-        if classify.facts.get("corpus_file") and (rewrite := self.rewrite_step(doc_id)) is not None:
-            yield rewrite
+        explainers, kept = self.explainers(), False
+        for name in pipeline_order()[1:]:
+            if name == "rules":
+                steps: Any = self.rules_step(doc_id, row)
+            elif name in explainers:
+                if name == "rewrite" and not kept:
+                    continue
+                steps = explainers[name](doc_id)
+            else:
+                steps = self.generic_step(name, doc_id)
+            for step in steps if isinstance(steps, list) else [steps]:
+                if step is None:
+                    continue
+                kept = kept or bool(step.facts.get("corpus_file"))
+                yield step
 
     def story(self, doc_id: str, url: str | None) -> PageStory:
         steps: list[Step] = []
@@ -453,8 +508,25 @@ def explain(run_dir: str | Path, query: str, *, reader: RunReader | None = None)
             "suggestions": [] if pages else reader.suggestions(query.strip())}
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(value: Any) -> Any:
+    """Every string in `value` with its control characters escaped (`\\n`, `\\x1b`): a page's URL or text must
+    not move the cursor, clear the screen or start a line of its own on the terminal."""
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
+    if isinstance(value, dict):
+        return {key: terminal_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [terminal_safe(item) for item in value]
+    return value
+
+
 def format_text(result: dict[str, Any]) -> str:
-    """The terminal rendering: one block per page, a line per stage, the rule checks as a small table."""
+    """The terminal rendering: one block per page, a line per stage, the rule checks as a small table. Every
+    string that came from a page or a WARC is printed with its control characters escaped."""
+    result = terminal_safe(result)
     if not result["pages"]:
         near = "".join(f"\n  {u}" for u in result["suggestions"]) or " (the run has no URLs)"
         return f"no page of this run matches {result['query']!r}; nearest URLs:{near}"
@@ -466,7 +538,8 @@ def format_text(result: dict[str, Any]) -> str:
             lines.append(f"  {step['stage']:<10} {step['status']:<12} {step['summary']}")
             facts = step["facts"]
             if step["stage"] == "extract" and facts.get("warc_path"):
-                lines.append(f"{'':14}from {facts['warc_path']} ({facts.get('warc_record_id')}, {facts.get('crawl_date')})")
+                lines.append(f"{'':14}from {facts['warc_path']} ({facts.get('warc_record_id')}, "
+                             f"{facts.get('crawl_date')})")
             for check in facts.get("checks", []):
                 if check["passed"] is None:
                     continue

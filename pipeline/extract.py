@@ -9,8 +9,8 @@ final.
 Score first, decide later: every page that got text and passed the checks before the rules (language,
 score) is kept here, in extracted/ (schema EXTRACTED), with every rule metric measured
 (`pipeline.rules.RuleSet.measure`). The rules stage (`pipeline.rules_stage`, next in the registry) decides
-from those metrics into docs/; other thresholds re-decide there without reading a WARC file again. `run`
-runs both, as `curate extract` does.
+from those metrics into docs/; other thresholds re-decide there without reading a WARC file again.
+`curate extract` runs both.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import schemas
-from pipeline.config import ExtractConfig, InputConfig
+from pipeline.config import ExtractConfig
 from pipeline.io import describe_error, local_copy, shard_key, unreadable_is_transient
 from pipeline.langid import LanguageIdentifier
 from pipeline.rules import RuleSet
-from pipeline.runtime import Output, Shard, ShardResult, Stage, run_stage
+from pipeline.runtime import Output, Shard, ShardResult, Stage
 from pipeline.warc import RawRecord, WarcDamage, decode_html, iter_warc, looks_binary, parse_http_response
 
 STAGE = "extract"
@@ -295,14 +295,3 @@ class ExtractStage(Stage):
         stats.error(reason)
         return {"doc_id": make_doc_id(stats.source, None, b""), "stage": STAGE, "outcome": schemas.ERRORED,
                 "reason": reason, "detail": detail[:1000], "url": None, "source": stats.source}
-
-
-def run(cfg, *, quiet: bool = False) -> dict[str, Any]:
-    """Extract every input WARC of `cfg` (a RunConfig) into `<cfg.out>/extracted`, then decide the rules into
-    `<cfg.out>/docs` (the rules stage), both resumable, as `curate extract` does. Returns the extract stage's
-    summary (`pipeline.rules_stage.run` alone re-decides and returns the rules stage's)."""
-    from pipeline import rules_stage
-
-    summary = run_stage(ExtractStage(cfg), quiet=quiet)
-    rules_stage.run(cfg, quiet=quiet)
-    return summary

@@ -22,7 +22,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.io import RunLayout, parquet_files
-from pipeline.stages import PIPELINE
+from pipeline.stages import pipeline_order
+
+PIPELINE = pipeline_order()  # the stages in pipeline order (pipeline.stages)
 
 
 def _read_folder(folder: Path, columns: list[str] | None = None, max_rows: int | None = None,
@@ -121,16 +123,17 @@ def load_run(run_dir: str | Path, max_rows: int = 200_000, seed: int = 0) -> Run
 
 
 def _applied_threshold(layout: RunLayout) -> float | None:
-    """The threshold classify applied (its stage marker), else the classifier's own decision threshold."""
+    """The threshold classify applied (its stage marker), else the run's classifier's own decision threshold."""
+    from pipeline.classify.common import ClassifyError
+    from pipeline.classify.decide import card_threshold
+
     marker = layout.stage_marker("classify")
     if marker.exists():
         return json.loads(marker.read_text()).get("threshold")
-    config = layout.dataset("classifier") / "config.yaml"
-    if config.exists():
-        import yaml
-
-        return yaml.safe_load(config.read_text()).get("quality", {}).get("decision_threshold")
-    return None
+    try:
+        return card_threshold(layout.dataset("classifier"))
+    except ClassifyError:  # no classifier there, or none with a threshold
+        return None
 
 
 def _all_stages(view: RunView) -> dict:
@@ -504,8 +507,9 @@ def render_rewrite_cards(pairs: pd.DataFrame, max_chars: int = 4000) -> str:
         chips = [_chip(col, escape(format_value(row[col]))) for col in ("style", "quality_prob", "doc_id")
                  if is_present(row.get(col))]
         boxes = (f"<div style='display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,340px),1fr));"
-                 f"gap:0;max-width:100%'><div style='min-width:0'>{text_box_html(row.get('original'), max_chars, 'original')}"
-                 f"</div><div style='min-width:0'>{text_box_html(row.get('rewrite'), max_chars, 'rewrite')}</div></div>")
+                 f"gap:0;max-width:100%'><div style='min-width:0'>"
+                 f"{text_box_html(row.get('original'), max_chars, 'original')}</div><div style='min-width:0'>"
+                 f"{text_box_html(row.get('rewrite'), max_chars, 'rewrite')}</div></div>")
         cards.append(f"<article class='wc-card wc-rewrite' style='{CARD_STYLE}'><header class='wc-card-head' "
                      f"style='{HEAD_STYLE}'>{''.join(chips)}</header>{boxes}</article>")
     return f"<div class='wc-cards' style='{CARDS_STYLE}'>{''.join(cards)}</div>"

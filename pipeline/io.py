@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,32 +40,87 @@ def shard_key(name: str) -> str:
     return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
 
 
-def _atomic_target(path: Path) -> Path:
+class DamagedFile(ConfigError):
+    """A file of the run folder that cannot be read (cut short, overwritten): the message names it."""
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file of the run folder; one that is not valid JSON (a write cut short, an edit) is a DamagedFile
+    naming it, not a traceback."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedFile(f"{path} is damaged (not valid JSON: {exc}); delete it and run the same command again "
+                          "to redo what it records") from None
+
+
+def file_record(path: str | Path) -> dict[str, Any]:
+    """Size and sha256 of a file, as shard markers record them (read back from the page cache just after the
+    write: cheap next to compressing it)."""
+    return {"bytes": Path(path).stat().st_size, "sha256": file_digest(path).hexdigest()}
+
+
+def canonical(value: Any) -> Any:
+    """`value` as JSON would give it back (sorted keys, tuples as lists, other objects as strings): the one
+    form in which settings, plan identities and fingerprints are compared and recorded."""
+    return json.loads(canonical_text(value))
+
+
+def canonical_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write the whole file to; on success it is flushed to disk and renamed
+    to `path` (readers see the old file or the new one, never half of one); on failure it is removed."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename in (None, str(tmp)):  # a writer library names no file, or the temp one: name the real one
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(data: bytes, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    return write_bytes(text.encode(), path)
 
 
 def write_parquet(table: pa.Table, path: str | Path, schema: pa.Schema) -> Path:
-    """Write `table` cast to `schema`, zstd, atomically (temp name in the same folder, then rename)."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    """Write `table` cast to `schema`, zstd, atomically."""
+    with atomic_path(path) as tmp:
         pq.write_table(table.select(schema.names).cast(schema), tmp, compression=PARQUET_COMPRESSION)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Replace folder `target` with the finished folder `new` by two renames: readers see the old folder or
+    the new one, never a half-written one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_dataset(folder: str | Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
@@ -90,11 +146,6 @@ class RunLayout:
     def dataset(self, name: str) -> Path:
         return self.root / name
 
-    def documents(self) -> Path:
-        """The run's documents for the stages after dedup: unique/ when dedup ran, else docs/."""
-        unique = self.dataset("unique")
-        return unique if unique.is_dir() and any(unique.glob("*.parquet")) else self.dataset("docs")
-
     def decisions(self, stage: str) -> Path:
         return self.root / "decisions" / stage
 
@@ -118,10 +169,42 @@ class RunLayout:
             marker = json.loads(path.read_text())
         except (OSError, ValueError):
             return False  # a marker cut short by a crash: redo the shard
-        return marker.get("transient_errors", 0) == 0 and all(Path(p).is_dir() for p in marker.get("artifacts", []))
+        return (marker.get("transient_errors", 0) == 0 and all(Path(p).is_dir() for p in marker.get("artifacts", []))
+                and not self.damaged_files(marker))
+
+    def damaged_files(self, marker: dict[str, Any], *, checksums: bool = False) -> list[str]:
+        """The files a shard marker records that are missing or differ from what was written: size always,
+        sha256 with `checksums` (each named with what is wrong)."""
+        problems = []
+        for name, recorded in (marker.get("files") or {}).items():
+            path = self.root / name
+            if not path.is_file():
+                problems.append(f"{path}: missing")
+                continue
+            size = path.stat().st_size
+            if size != recorded["bytes"]:
+                problems.append(f"{path}: {size} bytes, {recorded['bytes']} when written")
+            elif checksums and file_digest(path).hexdigest() != recorded["sha256"]:
+                problems.append(f"{path}: content differs from what was written (sha256)")
+        return problems
 
     def is_stage_done(self, stage: str) -> bool:
         return self.stage_marker(stage).exists()
+
+    def is_stage_intact(self, stage: str) -> bool:
+        """Every shard marker of a finished stage reads, and every file it records is there at its size (a
+        stat each): a damaged file or marker is found before the stage is skipped as done."""
+        folder = self.state(stage)
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            if path.name.startswith(("_", ".")):
+                continue
+            try:
+                marker = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return False
+            if self.damaged_files(marker):
+                return False
+        return True
 
     def settings_path(self, stage: str) -> Path:
         return self.root / "_state" / "_settings" / f"{stage}.json"
@@ -137,8 +220,8 @@ class RunLayout:
         path = self.settings_path(stage)
         if not path.exists() or not self.has_outputs(stage):
             return
-        settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
-        before = json.loads(path.read_text())
+        settings = canonical(settings)
+        before = read_json(path)
         changed = [f"{key}: {before.get(key)!r} -> {settings.get(key)!r}"
                    for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)]
         if changed:
@@ -149,13 +232,13 @@ class RunLayout:
 
     def record_settings(self, stage: str, settings: dict[str, Any]) -> None:
         """Record the settings the stage's outputs are about to be made with (before its first shard runs)."""
-        write_json(json.loads(json.dumps(settings, sort_keys=True, default=str)), self.settings_path(stage))
+        write_json(canonical(settings), self.settings_path(stage))
 
     def shard_stats(self, stage: str) -> list[dict]:
         folder = self.state(stage)
         if not folder.exists():
             return []
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if not p.name.startswith("_")]
+        return [read_json(p) for p in sorted(folder.glob("*.json")) if not p.name.startswith("_")]
 
     @property
     def report_path(self) -> Path:
@@ -263,7 +346,7 @@ def retry(call: Callable[[], T], *, attempts: int, backoff_s: float, what: str,
     for attempt in range(attempts + 1):
         try:
             return call()
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if attempt >= attempts or not is_transient(exc):
                 raise
             sleep(backoff_s * (2**attempt) * (0.5 + random.random()))
@@ -303,3 +386,109 @@ def local_copy(url: str, storage_options: dict[str, dict[str, Any]] | None, *, a
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
+
+
+
+# ---------------------------------------------------------------------------------- sharded datasets, digests
+def file_digest(path: str | Path, digest: Any = None) -> Any:
+    """`digest` (a new sha256 when None) updated with the bytes of the file at `path`, read in 4 MiB chunks:
+    `file_digest(path).hexdigest()` is the file's sha256."""
+    digest = hashlib.sha256() if digest is None else digest
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest
+
+
+class ShardedParquetWriter:
+    """Rows in, `part-00000.parquet`, `part-00001.parquet`, ... out: explicit schema, zstd, a new file once
+    the current one reaches `rows_per_file` rows (exact) or `bytes_per_file` bytes on disk (checked after each
+    row group, so a file ends up to one row group plus its footer above the target). Each file is written
+    under a temporary name and renamed when complete."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, *, rows_per_file: int | None, bytes_per_file: int,
+                 row_group_rows: int = 50_000):
+        self.folder = folder
+        self.schema = schema
+        self.rows_per_file = rows_per_file
+        self.bytes_per_file = bytes_per_file
+        self.row_group_rows = min(row_group_rows, rows_per_file or row_group_rows)
+        # Row groups of up to half the target in memory (about a sixth on disk with zstd on text): big enough
+        # that the footer (per row group and column) stays small, small enough to overshoot the target little.
+        self.row_group_bytes = max(min(bytes_per_file // 2, 64 * 1024 * 1024), 1)
+        self.files: list[dict[str, Any]] = []
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self._sink = None
+        self._writer = None
+        self._tmp: Path | None = None
+        self._rows_in_file = 0
+        self._row_groups_in_file = 0
+        # The footer grows by about this much per row group (column chunk metadata); a first guess, then
+        # measured on each finished file. It counts toward the byte target.
+        self._footer_per_row_group = 100 * len(schema)
+
+    def write(self, table: pa.Table) -> None:
+        table = table.select(self.schema.names).cast(self.schema)
+        row_bytes = max(1, table.nbytes // max(table.num_rows, 1))
+        while table.num_rows:
+            room = self.row_group_rows - self._pending_rows
+            room = max(1, min(room, (self.row_group_bytes - self._pending_bytes) // row_bytes))
+            if self.rows_per_file:
+                room = min(room, self.rows_per_file - self._rows_in_file - self._pending_rows)
+            part, table = table.slice(0, room), table.slice(room)
+            self._pending.append(part)
+            self._pending_rows += part.num_rows
+            self._pending_bytes += part.nbytes
+            file_full = self.rows_per_file and self._rows_in_file + self._pending_rows >= self.rows_per_file
+            if self._pending_rows >= self.row_group_rows or self._pending_bytes >= self.row_group_bytes or file_full:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending_rows:
+            return
+        if self._writer is None:
+            self._open_file()
+        self._writer.write_table(pa.concat_tables(self._pending))
+        self._rows_in_file += self._pending_rows
+        self._row_groups_in_file += 1
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        full_rows = self.rows_per_file and self._rows_in_file >= self.rows_per_file
+        expected_size = self._sink.tell() + self._row_groups_in_file * self._footer_per_row_group
+        if full_rows or expected_size >= self.bytes_per_file:
+            self._close_file()
+
+    def _open_file(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{len(self.files):05d}.parquet"
+        self._tmp = self.folder / f".{name}.tmp"
+        self._sink = pa.OSFile(str(self._tmp), "wb")
+        self._writer = pq.ParquetWriter(self._sink, self.schema, compression=PARQUET_COMPRESSION)
+        self._rows_in_file = self._row_groups_in_file = 0
+
+    def _close_file(self) -> None:
+        data_bytes = self._sink.tell()
+        self._writer.close()
+        if self._row_groups_in_file:
+            self._footer_per_row_group = (self._sink.tell() - data_bytes) // self._row_groups_in_file
+        self._sink.close()
+        name = self._tmp.name.removeprefix(".").removesuffix(".tmp")
+        final = self.folder / name
+        os.replace(self._tmp, final)
+        self.files.append({"file": name, "rows": self._rows_in_file, "bytes": final.stat().st_size,
+                           "sha256": file_digest(final).hexdigest()})
+        self._writer = self._sink = self._tmp = None
+        self._rows_in_file = self._row_groups_in_file = 0
+
+    def close(self) -> list[dict[str, Any]]:
+        if not self.files and not self._pending_rows and self._writer is None:
+            # nothing kept: one empty file with the schema, so readers see an empty dataset, not no dataset
+            self._open_file()
+            self._writer.write_table(self.schema.empty_table())
+            self._close_file()
+            return self.files
+        self._flush()
+        if self._writer is not None:
+            self._close_file()
+        return self.files

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 # The first 2,000 characters (at most 2,000 bytes of them) decide as the first 5,000 characters do on 90 of
 # the bundled sample's 91 pages (the other is a garbled Chinese page that 5,000 characters call Japanese).
 SAMPLE_CHARS = 2000

@@ -1,102 +1,41 @@
-"""Counting every record: per-shard stats, the conservation check, and the run report.
+"""The run report: every stage's shard markers summed, conservation checked within and between stages.
 
-Each filtering stage writes one stats marker per shard. The report sums them per stage and checks
-`input == kept + Σ dropped + Σ errored` for every shard and stage, and that a stage's input equals the
-previous filtering stage's kept count. A mismatch is an error, never a warning.
+Each stage writes one counts marker per shard (`pipeline.accounting.ShardStats`). The report sums them per
+stage and checks `input == kept + Σ dropped + Σ errored` for every shard and stage, and that each filter
+stage read what the filter stage before it (in the registry's order, among those with outputs here) kept.
+Which stages are filter and side stages comes from the registry (`pipeline.stages`), never from a list
+written here. A mismatch is an error, never a warning.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.accounting import ConservationError, ShardStats, peak_rss_mb, summarize_stage
 from pipeline.io import RunLayout, write_json
-from pipeline.errors import CurateError
 
-# Stages that take every record of the previous one and keep, drop or error each (in pipeline order).
-# extract keeps every page that got text; rules keeps those that pass the quality rules (docs/).
-FILTER_STAGES = ["extract", "rules", "dedup", "classify"]
-# Stages that work on a sample or a copy (LLM labels, rewrites): each is conserved on its own units
-# (input == kept + dropped + errored) but does not remove documents from the corpus.
-SIDE_STAGES = ["annotate", "rewrite"]
+__all__ = ["ConservationError", "ShardStats", "build_report", "format_report", "peak_rss_mb", "summarize_stage"]
 
 
-class ConservationError(CurateError):
-    pass
+def _report_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in summary.items() if key != "transient_errors"}
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory, MiB (Linux reports KiB)."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+class DamagedRun(ConservationError):
+    """Files the shard markers record are missing or differ from what was written."""
 
 
-@dataclass
-class ShardStats:
-    stage: str
-    shard: str
-    source: str
-    input: int = 0
-    kept: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    errored: Counter = field(default_factory=Counter)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def drop(self, reason: str, n: int = 1) -> None:
-        self.dropped[reason] += n
-
-    def error(self, reason: str, n: int = 1) -> None:
-        self.errored[reason] += n
-
-    @property
-    def accounted(self) -> int:
-        return self.kept + sum(self.dropped.values()) + sum(self.errored.values())
-
-    def check(self) -> None:
-        if self.input != self.accounted:
-            raise ConservationError(
-                f"{self.stage} shard {self.shard} ({self.source}): input {self.input} != kept {self.kept} + "
-                f"dropped {sum(self.dropped.values())} + errored {sum(self.errored.values())}"
-            )
-
-    def to_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "shard": self.shard, "source": self.source, "input": self.input,
-                "kept": self.kept, "dropped": dict(self.dropped), "errored": dict(self.errored), **self.extra}
-
-
-def summarize_stage(stage: str, shards: list[dict]) -> dict[str, Any]:
-    dropped: Counter = Counter()
-    errored: Counter = Counter()
-    total_in = kept = 0
-    for shard in shards:
-        total_in += shard["input"]
-        kept += shard["kept"]
-        dropped.update(shard["dropped"])
-        errored.update(shard["errored"])
-        accounted = shard["kept"] + sum(shard["dropped"].values()) + sum(shard["errored"].values())
-        if accounted != shard["input"]:
-            raise ConservationError(f"{stage} shard {shard['shard']}: input {shard['input']} != accounted {accounted}")
-    summary = {
-        "shards": len(shards),
-        "input": total_in,
-        "kept": kept,
-        "dropped": dict(sorted(dropped.items())),
-        "errored": dict(sorted(errored.items())),
-    }
-    summary["conserved"] = total_in == kept + sum(dropped.values()) + sum(errored.values())
-    return summary
-
-
-def build_report(layout: RunLayout, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Sum every stage's shard markers, check conservation within and between stages, write report.json."""
+def build_report(layout: RunLayout, extra: dict[str, Any] | None = None, *, verify: bool = False) -> dict[str, Any]:
+    """Sum every stage's shard markers, check conservation within and between stages, check that every file a
+    marker records is there with its size (and its sha256 with `verify`), write report.json."""
     stages: dict[str, Any] = {}
     previous_kept: int | None = None
     previous_stage: str | None = None
     problems: list[str] = []
-    for stage in FILTER_STAGES:
+    from pipeline.stages import filter_stages, side_stages
+
+    for stage in filter_stages():
         shards = layout.shard_stats(stage)
         if not shards:
             continue
@@ -105,17 +44,19 @@ def build_report(layout: RunLayout, extra: dict[str, Any] | None = None) -> dict
             problems.append(f"{stage} read {summary['input']} records but {previous_stage} kept {previous_kept}")
         if not summary["conserved"]:
             problems.append(f"{stage}: input != kept + dropped + errored")
-        stages[stage] = summary
+        stages[stage] = _report_fields(summary)
         previous_kept, previous_stage = summary["kept"], stage
     side: dict[str, Any] = {}
-    for stage in SIDE_STAGES:
+    for stage in side_stages():
         shards = layout.shard_stats(stage)
         if shards:
-            side[stage] = summarize_stage(stage, shards)
+            side[stage] = _report_fields(summarize_stage(stage, shards))
             if not side[stage]["conserved"]:
                 problems.append(f"{stage}: input != kept + dropped + errored")
+    damaged = [problem for stage in stages.keys() | side.keys() for marker in layout.shard_stats(stage)
+               for problem in layout.damaged_files(marker, checksums=verify)]
     report: dict[str, Any] = {"stages": stages, "side_stages": side, "conserved": not problems,
-                              "problems": problems}
+                              "problems": problems, "damaged": sorted(damaged)}
     if layout.report_path.exists():
         try:
             old = json.loads(layout.report_path.read_text())
@@ -126,6 +67,10 @@ def build_report(layout: RunLayout, extra: dict[str, Any] | None = None) -> dict
     write_json(report, layout.report_path)
     if problems:
         raise ConservationError("; ".join(problems))
+    if damaged:
+        raise DamagedRun(f"{len(damaged)} file(s) of {layout.root} are damaged or missing:\n  "
+                         + "\n  ".join(sorted(damaged))
+                         + "\nrun the command that wrote them again: it redoes exactly those shards")
     return report
 
 

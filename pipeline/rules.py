@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from datatrove.utils.word_tokenizers import WordTokenizer
 
@@ -342,7 +343,8 @@ def failures(metrics: Mapping[str, Any], cfg: RulesConfig) -> list[Failure]:
             continue
         failed = [(check, failure) for check in CHECKS if check.family == family
                   if (failure := _failed(check, metrics.get(check.metric), getattr(cfg, check.threshold)))]
-        lines = sorted((metrics[check.metric], index) for index, (check, _) in enumerate(failed) if check.kind == "line")
+        lines = sorted((metrics[check.metric], index) for index, (check, _) in enumerate(failed)
+                       if check.kind == "line")
         found += [failed[index][1] for _, index in lines]
         found += [failure for check, failure in failed if check.kind != "line"]
     return found

@@ -7,9 +7,9 @@ dropped with the first failing check's reason (`gopher_short_doc`, `c4_too_few_s
 naming the value against the threshold (`gopher_short_doc: n_words 31 < 50`); the others go to docs/ (schema
 DOCS, with their rule columns). Nothing here reads a WARC file or extracts a page.
 
-Re-deciding works as classify's `--rethreshold` does: the thresholds are this stage's plan identity, not
-extraction settings, so other thresholds (`curate extract --rethreshold --set extract.rules.<field>=V`,
-`curate rules --out RUN --set ...`, or `curate run` with the new values) redo every rules shard from the
+Re-deciding works as classify's `--threshold` does: the thresholds are this stage's plan identity, not
+extraction settings, so other thresholds (`curate rules --out RUN --set extract.rules.<field>=V`, or
+`curate run` with the new values) redo every rules shard from the
 stored metrics and leave extract alone. A shard whose extracted/ file was written again after it was
 decided (extract retried a file) is decided again. What it cannot do is move docs/ under outputs already made
 from it: dedup reads all of docs/ at once and guards its input, and the stages after it would keep results
@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 from pipeline import schemas
 from pipeline.config import RulesConfig
 from pipeline.errors import CurateError
-from pipeline.io import RunLayout, SettingsChanged, parquet_files
+from pipeline.io import RunLayout, SettingsChanged, canonical, parquet_files
 from pipeline.rules import METRICS, failures
-from pipeline.runtime import Output, Resources, Shard, ShardResult, Stage, run_stage
+from pipeline.runtime import Input, Output, Resources, Shard, ShardResult, Stage
 
 STAGE = "rules"
 INPUT = "extracted"
@@ -88,15 +88,12 @@ def decide_table(table: pa.Table, cfg: RulesConfig) -> tuple[pa.Table, list[dict
 # ------------------------------------------------------------------------------------- re-deciding guard
 
 
-def _canonical(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
 def later_outputs(layout: RunLayout, stage: str = STAGE) -> list[str]:
     """The stages after `stage` in the registry that have outputs in this run folder."""
-    from pipeline.stages import PIPELINE
+    from pipeline.stages import pipeline_order
 
-    return [name for name in PIPELINE[PIPELINE.index(stage) + 1:] if layout.has_outputs(name)]
+    order = pipeline_order()
+    return [name for name in order[order.index(stage) + 1:] if layout.has_outputs(name)]
 
 
 def _stage_paths(layout: RunLayout, name: str) -> list[str]:
@@ -119,7 +116,7 @@ def check_redecide(layout: RunLayout, identity: dict[str, Any]) -> None:
     recorded = layout.settings_path(STAGE).with_suffix(".plan.json")
     if not recorded.exists() or not layout.has_outputs(STAGE):
         return
-    before, now = json.loads(recorded.read_text()), _canonical(identity)
+    before, now = json.loads(recorded.read_text()), canonical(identity)
     if before == now:
         return
     later = later_outputs(layout)
@@ -144,6 +141,7 @@ class RulesStage(Stage):
 
     name = STAGE
     section = "extract"
+    inputs = (Input(INPUT),)
     outputs = (Output("docs", schemas.DOCS),)
     role = "filter"
     unit = "file"
@@ -164,20 +162,16 @@ class RulesStage(Stage):
         return {"extract.rules": self.rules.decision_settings()}
 
     def check(self) -> None:
-        folder = self.layout.dataset(INPUT)
+        folder = self.input_folder(INPUT)
         if not parquet_files(folder):
             raise RulesInputError(f"rules: no stored rule metrics in {folder} (run `curate extract` first: it "
                                   "measures every page's metrics there; the rules stage only decides)")
         check_redecide(self.layout, self.plan_identity())
 
     def plan(self) -> list[Shard]:
-        shards = []
-        for path in parquet_files(self.layout.dataset(INPUT)):
-            marker = self.layout.marker(self.name, path.stem)
-            if marker.exists() and marker.stat().st_mtime_ns < path.stat().st_mtime_ns:
-                marker.unlink()  # extracted again since it was decided: decide it again
-            shards.append(Shard(key=path.stem, source=str(path)))
-        return shards
+        # an extracted/ file written again since its shard was decided (a WARC retried) is decided again
+        return [Shard(key=path.stem, source=str(path), reads=(str(path),))
+                for path in parquet_files(self.input_folder(INPUT))]
 
     def resources(self) -> Resources:
         return Resources(kind="task")
@@ -205,12 +199,5 @@ class RulesStage(Stage):
         return (f"[{self.name}] {summary['shards']} file(s) ({summary['shards_run']} decided now, from stored "
                 f"metrics): {summary['input']} pages in, {summary['kept']} kept, {dropped} dropped"
                 + (f" ({reasons})" if reasons else "") + f", {summary['seconds']:.1f}s\n"
-                f"[{self.name}] thresholds: {at}; other ones re-decide without extracting: `curate extract "
-                "--rethreshold --set extract.rules.<threshold>=V`")
-
-
-def run(cfg, *, quiet: bool = False) -> dict[str, Any]:
-    """Decide `<cfg.out>/extracted` at `cfg.extract.rules` into `<cfg.out>/docs` (resumable; a change of
-    thresholds redoes every shard). Returns the stage summary."""
-    return run_stage(RulesStage(cfg), quiet=quiet)
-
+                f"[{self.name}] thresholds: {at}; other ones re-decide without extracting: `curate rules "
+                "--set extract.rules.<threshold>=V`")

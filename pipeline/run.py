@@ -1,4 +1,5 @@
-"""The whole pipeline as one command: extract -> rules -> dedup -> annotate (sample) -> distil -> classify -> rewrite -> report.
+"""The whole pipeline as one command: every stage of the registry (`pipeline.stages`) this config enables, in
+order (extract -> rules -> dedup -> annotate (sample) -> distil -> classify -> rewrite), then the report.
 
 Each stage skips itself when its output is complete and resumes when it is partial, so rerunning the same
 command after a crash (or a killed Ray job) finishes the run without redoing finished work.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -23,10 +23,11 @@ def _status(message: str) -> None:
     print(f"[run] {message}", flush=True)
 
 
-def _needs_llm(cfg: RunConfig, layout: RunLayout) -> bool:
-    annotate_needed = cfg.classify.classifier is None and not layout.is_stage_done("annotate")
-    rewrite_needed = cfg.rewrite.enabled and not layout.is_stage_done("rewrite")
-    return annotate_needed or rewrite_needed
+def _needs_llm(cfg: RunConfig, layout: RunLayout, remaining: list[str]) -> bool:
+    """Whether a stage still to run talks to the LLM and has work left (the demo's server is started then)."""
+    from pipeline.stages import stage_class
+
+    return any(stage_class(name).needs_llm and not layout.is_stage_done(name) for name in remaining)
 
 
 def _start_llm(cfg: RunConfig, layout: RunLayout, stack: ExitStack) -> RunConfig:
@@ -46,49 +47,59 @@ def _start_llm(cfg: RunConfig, layout: RunLayout, stack: ExitStack) -> RunConfig
     if not (model_dir / "config.json").exists():
         _status(f"building the tiny random-weight model in {model_dir} (its labels are noise, by design)")
         build_tiny_model(model_dir)
-    server = stack.enter_context(VLLMServer(model_dir, served_model_name=cfg.llm.model, pid_file=pid_file))
+    server = stack.enter_context(VLLMServer(model_dir, served_model_name=cfg.llm.model, pid_file=pid_file,
+                                            log_path=layout.root / "_state" / "llm-server.log"))
     _status(f"tiny vLLM server ready at {server.url} (pid {server.pid})")
     return cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"url": server.url})})
 
 
-def _wanted(name: str, cfg: RunConfig) -> bool:
-    """Stages of the registry this run goes through: labelling and distillation only without a given
-    classifier (`classify.classifier` reuses one), rewriting only when enabled."""
-    if name in ("annotate", "distil"):
-        return cfg.classify.classifier is None
-    if name == "rewrite":
-        return cfg.rewrite.enabled
-    return True
+def run_stages(cfg: RunConfig, *names: str, executor: Any = None, quiet: bool = False) -> dict[str, dict[str, Any]]:
+    """Run stages of the registry in the given order through the one runner; their summaries by name. The
+    one entry path of commands, `curate run`, the notebook and the tests."""
+    from pipeline.report import build_report
+    from pipeline.runtime.runner import check_inputs_not_outputs, run_stage
+    from pipeline.stages import make_stage
+
+    check_inputs_not_outputs([make_stage(name, cfg) for name in names])
+    summaries: dict[str, dict[str, Any]] = {}
+    for name in names:
+        # made just before it runs: the run's documents (DOCUMENTS) are what the stages before it wrote
+        stage = make_stage(name, cfg)
+        summaries[name] = run_stage(stage, executor=executor, quiet=quiet)
+        if stage.role == "side":  # labels and rewrites keep their summary in report.json for the run summary
+            build_report(RunLayout(cfg.out), extra={name: summaries[name]})
+    return summaries
 
 
 def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
-    """Every stage of the registry (pipeline.stages.PIPELINE) in order, each through the one runner: a
-    finished stage is skipped, a partial one resumed. A filter stage left incomplete by transient errors
-    stops the run there (later stages must see all of its output); a side stage's (labels, rewrites) are
-    retried by the next run while the run goes on."""
-    from pipeline.runtime import StageIncomplete, run_stage
-    from pipeline.stages import LLM_STAGES, PIPELINE, make_stage
+    """Every stage of the registry the config enables (`Stage.enabled`: labelling and distillation only without
+    a given classifier, rewriting only when enabled), in order, each through the one runner: a finished
+    stage is skipped, a partial one resumed. A filter stage left incomplete by transient errors stops the
+    run there (later stages must see all of its output); a side stage's (labels, rewrites) are retried by
+    the next run while the run goes on."""
+    from pipeline.runtime.runner import StageIncomplete, check_inputs_not_outputs
+    from pipeline.stages import make_stage, stage_class, wanted
 
     layout = RunLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     incomplete: list[str] = []
     llm_noise = False
+    names = list(wanted(cfg))
+    check_inputs_not_outputs([make_stage(name, cfg) for name in names])
     with ExitStack() as stack:
-        for name in PIPELINE:
-            if not _wanted(name, cfg):
-                continue
-            if name in LLM_STAGES and cfg.llm.serve_tiny_model and not llm_noise and _needs_llm(cfg, layout):
+        for at, name in enumerate(names):
+            if (stage_class(name).needs_llm and cfg.llm.serve_tiny_model and not llm_noise
+                    and _needs_llm(cfg, layout, names[at:])):
                 cfg, llm_noise = _start_llm(cfg, layout, stack), True
-            stage = make_stage(name, cfg)
             started = time.perf_counter()
             _status(f"{name} ...")
-            summary = run_stage(stage)
+            summary = run_stages(cfg, name)[name]
             timings[name] = round(time.perf_counter() - started, 2)
             _status(f"{name} done in {timings[name]:.1f}s")
             if not (summary.get("skipped") or summary.get("complete", True)):
                 incomplete.append(name)
-                if stage.role == "filter":
+                if stage_class(name).role == "filter":
                     raise StageIncomplete(
                         f"{name}: {summary['transient_errors']} record(s) failed for transient reasons (see "
                         f"decisions/{name}); the later stages need all of its output: run the same command "
@@ -108,8 +119,8 @@ EXACT_TOKEN_DOCS = 200_000
 def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = False) -> dict[str, Any]:
     """Counts per stage and reason, kept tokens and words per quality bucket and top topic, conservation;
     written to report.json."""
-    from pipeline.report import build_report
     from pipeline.llm.tokens import TokenCounter, resolve_tokenizer
+    from pipeline.report import build_report
 
     layout = RunLayout(cfg.out)
     counter = TokenCounter(resolve_tokenizer(cfg))
@@ -126,12 +137,19 @@ def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = Fa
         "timings_s": timings,
         "llm_noise": llm_noise,
         **kept,
-        "outputs": {name: str(layout.dataset(name)) for name in
-                    ("extracted", "docs", "unique", "labels", "classifier", "scores", "corpus", "synthetic",
-                     "decisions")
-                    if layout.dataset(name).exists()},
+        "outputs": {name: str(layout.dataset(name)) for name in run_datasets() if layout.dataset(name).exists()},
     }
     return build_report(layout, extra=extra)
+
+
+def run_datasets() -> list[str]:
+    """The datasets and artifact folders a run writes, in pipeline order (from the registry's declarations)."""
+    from pipeline.stages import stage_classes
+
+    names: list[str] = []
+    for cls in stage_classes().values():
+        names += [output.dataset for output in cls.outputs] + list(getattr(cls, "artifacts", ()))
+    return [*dict.fromkeys(names), "decisions"]
 
 
 def kept_totals(corpus_dir: Path, counter, exact_docs: int = EXACT_TOKEN_DOCS) -> dict[str, Any]:
@@ -179,7 +197,8 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = [format_report(report), ""]
     lines.append(f"kept documents: {report.get('kept_docs', 0)}")
     count = report.get("token_count", {})
-    how = "" if count.get("exact_docs") == count.get("docs") else f", exact for the first {count.get('exact_docs')} docs"
+    exact = count.get("exact_docs")
+    how = "" if exact == count.get("docs") else f", exact for the first {exact} docs"
     lines.append(f"kept tokens ({count.get('tokenizer')}{how}) / words, by quality bucket "
                  "(the distilled classifier's probability):")
     words = report.get("kept_words_by_quality_bucket", {})
@@ -210,9 +229,3 @@ def format_summary(report: dict[str, Any]) -> str:
     for name, path in report.get("outputs", {}).items():
         lines.append(f"  {name:<10} {path}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    from pipeline.cli import main
-
-    sys.exit(main(["run", *sys.argv[1:]]))

@@ -8,8 +8,8 @@ import io
 import random
 
 from pipeline.config import InputConfig
-from pipeline.io import open_remote, retry
 from pipeline.errors import CurateError
+from pipeline.io import open_remote, retry
 
 
 class InputError(CurateError, ValueError):
@@ -36,7 +36,7 @@ def read_listing(cfg: InputConfig) -> list[str]:
         raw = retry(fetch, attempts=cfg.retries, backoff_s=cfg.retry_backoff_s, what=url)
     except FileNotFoundError:
         raise InputError(f"snapshot listing not found: {url}") from None
-    except Exception as exc:  # noqa: BLE001 - surfaced with the URL that failed
+    except Exception as exc:  # surfaced with the URL that failed
         raise InputError(f"cannot read snapshot listing {url}: {type(exc).__name__}: {exc}") from exc
     try:
         text = gzip.decompress(raw).decode("utf-8") if raw[:2] == b"\x1f\x8b" else raw.decode("utf-8")

@@ -37,11 +37,12 @@ def ray_local():
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """(run folder, completed process) of README Quickstart line 1 on the bundled sample, shared by the tests
-    that read a whole run; they must not change it."""
-    from demo import curate_demo
+    that read a whole run; they must not change it. The same command started again while the first one
+    annotates is in `result.intruder` (it must be refused: one writer per run folder)."""
+    from demo import curate_demo_with_a_second_writer
 
     out = tmp_path_factory.mktemp("demo") / "run"
-    result = curate_demo(out)
+    result = curate_demo_with_a_second_writer(out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result
 

@@ -9,9 +9,10 @@ from typing import Any
 from pipeline import extract
 from pipeline.config import ExtractConfig, InputConfig, RunConfig
 from pipeline.io import RunLayout
-from pipeline.runtime import StageFailed, run_stage
-from pipeline.runtime.executor import LocalExecutor
 from pipeline.rules_stage import RulesStage
+from pipeline.run import run_stages
+from pipeline.runtime.executor import LocalExecutor
+from pipeline.runtime.runner import StageFailed, run_stage
 
 
 def extract_one(source: str, extract_cfg: ExtractConfig, input_cfg: InputConfig, out: str | Path) -> dict[str, Any]:
@@ -39,3 +40,45 @@ def without_timings(value: Any) -> Any:
     if isinstance(value, list):
         return [without_timings(v) for v in value]
     return value
+
+
+def extract_run(cfg: RunConfig, **kwargs: Any) -> dict[str, Any]:
+    """`curate extract` as the registry runs it (extract, then the rules stage); the extract stage's summary."""
+    return run_stages(cfg, "extract", "rules", **kwargs)["extract"]
+
+
+def dedup_run(cfg: RunConfig, docs_dir: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """`curate dedup [--docs DIR]` as the registry runs it; the stage's summary."""
+    if docs_dir is not None:
+        cfg = cfg.updated(**{"dedup.docs": str(docs_dir)})
+    return run_stages(cfg, "dedup", **kwargs)["dedup"]
+
+
+def annotate_run(cfg: RunConfig, docs_dir: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """`curate annotate [--docs DIR]` as the registry runs it; the stage's summary."""
+    if docs_dir is not None:
+        cfg = cfg.updated(**{"annotate.docs": str(docs_dir)})
+    return run_stages(cfg, "annotate", **kwargs)["annotate"]
+
+
+def rewrite_run(cfg: RunConfig, corpus: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """`curate rewrite [--corpus DIR]` as the registry runs it; the stage's summary."""
+    if corpus is not None:
+        cfg = cfg.updated(**{"rewrite.corpus": str(corpus)})
+    return run_stages(cfg, "rewrite", **kwargs)["rewrite"]
+
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "data" / "extraction-benchmark"
+
+
+def quick_classifier(root: Path) -> Path:
+    """A fastText classifier distilled in about a second from 20 benchmark pages' person-made labels."""
+    from classifiers.distil import distil
+    from classifiers.extraction_benchmark import labelled_texts, load_pages, write_teacher_run
+    from classifiers.labels import load_llm_labels
+    from pipeline.config import DistilConfig
+
+    write_teacher_run(root / "teacher", labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:20]))
+    distil(load_llm_labels(root / "teacher" / "labels", root / "teacher" / "docs", 3),
+           DistilConfig(bucket=5000, dim=16, epoch=5, min_labels=10, tune=False), root / "classifier", quiet=True)
+    return root / "classifier"

@@ -14,12 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline import annotate, extract, schemas
+from pipeline import annotate, schemas
+from pipeline.cards.labels import consistency_line, noise_warning
 from pipeline.config import ConfigError, load_config
 from pipeline.io import RunLayout, read_dataset, write_parquet
 from pipeline.llm.parse import QUALITY_REASON_MAX_CHARS
 from pipeline.llm.prompts import load_prompt
 from pipeline.llm.server import fetch_metrics, requests_served
+from stagehelpers import extract_run
 
 TASKS = ("quality", "topics")
 SAMPLE_WARCS = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
@@ -142,7 +144,8 @@ def test_consistency_subset_is_seeded_and_stable():
     assert len(subset) == 10 and {d["doc_id"] for d in subset} <= {d["doc_id"] for d in sample}
     assert subset == annotate.consistency_subset(list(reversed(sample)), 10, seed=1)
     assert subset != annotate.consistency_subset(sample, 10, seed=2)
-    assert annotate.consistency_subset(sample, 0, seed=1) == [] and len(annotate.consistency_subset(sample, 99, 1)) == 30
+    assert annotate.consistency_subset(sample, 0, seed=1) == []
+    assert len(annotate.consistency_subset(sample, 99, 1)) == 30
 
 
 def test_noise_warning_and_run_summary_line():
@@ -151,11 +154,11 @@ def test_noise_warning_and_run_summary_line():
     consistency = {"pages": 40, "exact": 0.2, "within_1": 0.5, "kappa": 0.1234, "topics_jaccard": 0.3,
                    "topics_pages": 40, "format_jaccard": None, "format_pages": 0, "temperature": 0.7, "seed": 1,
                    "min_kappa": 0.4, "noisy": True}
-    assert "too noisy to distil well" in annotate.noise_warning(consistency)
-    assert annotate.noise_warning({**consistency, "kappa": 0.8, "noisy": False}) is None
-    line = annotate.consistency_line(consistency)
+    assert "too noisy to distil well" in noise_warning(consistency)
+    assert noise_warning({**consistency, "kappa": 0.8, "noisy": False}) is None
+    line = consistency_line(consistency)
     assert "40 pages" in line and "kappa 0.123" in line and "exact 0.200" in line and "within-1 0.500" in line
-    assert "format Jaccard n/a" in line and annotate.consistency_line(None) is None
+    assert "format Jaccard n/a" in line and consistency_line(None) is None
     report = {"stages": {}, "side_stages": {}, "conserved": True, "problems": [],
               "annotate": {"ok": 40, "labels": 40, "sampled": 40, "errors": {}, "prompt_tokens": 1,
                            "completion_tokens": 1, "self_consistency": consistency}}
@@ -171,8 +174,17 @@ def extracted_docs(tmp_path_factory, ray_local):
     warcs = [str(SAMPLE_WARCS / name) for name in
              ("sample-0000.warc.gz", "sample-0001.warc.gz", "warcfile.warc.gz", "clueweb-quirk.warc.gz")]
     out = tmp_path_factory.mktemp("extracted")
-    extract.run(load_config(None, [f"out={out}", "input.warcs=" + json.dumps(warcs)]), quiet=True)
+    extract_run(load_config(None, [f"out={out}", "input.warcs=" + json.dumps(warcs)]), quiet=True)
     return out / "docs"
+
+
+def _annotate(cfg, docs=None) -> dict:
+    """The annotate stage through the registry (what `curate annotate` runs); `docs` sets annotate.docs."""
+    from pipeline.run import run_stages
+
+    if docs is not None:
+        cfg = cfg.updated(**{"annotate.docs": str(docs)})
+    return run_stages(cfg, "annotate", quiet=True)["annotate"]
 
 
 def _cfg(out, server, *overrides):
@@ -197,7 +209,7 @@ def _check_probabilities(row):
 
 def test_every_sampled_doc_gets_combined_labels_with_probabilities(tmp_path, ray_local, vllm_server, extracted_docs):
     cfg = _cfg(tmp_path, vllm_server, "annotate.sample=14")
-    summary = annotate.run(cfg, extracted_docs, quiet=True)
+    summary = _annotate(cfg, extracted_docs)
     rows = _labels(tmp_path)
     docs = {d["doc_id"]: d for d in read_dataset(extracted_docs, schemas.DOCS).to_pylist()}
     sampled = {row["doc_id"] for row in rows}
@@ -241,8 +253,7 @@ def test_every_sampled_doc_gets_combined_labels_with_probabilities(tmp_path, ray
 
 def test_separate_mode_keeps_the_two_prompts_and_probabilities_on_quality(tmp_path, ray_local, vllm_server,
                                                                           extracted_docs):
-    summary = annotate.run(_cfg(tmp_path, vllm_server, "annotate.sample=4", "annotate.mode=separate"),
-                           extracted_docs, quiet=True)
+    summary = _annotate(_cfg(tmp_path, vllm_server, "annotate.sample=4", "annotate.mode=separate"), extracted_docs)
     rows = _labels(tmp_path)
     assert Counter((row["doc_id"], row["task"]) for row in rows) == Counter(
         {(row["doc_id"], task): 1 for row in rows for task in TASKS})
@@ -258,7 +269,7 @@ def test_separate_mode_keeps_the_two_prompts_and_probabilities_on_quality(tmp_pa
 
 def test_self_consistency_pass_is_measured_carded_and_cached(tmp_path, ray_local, vllm_server, extracted_docs):
     cfg = _cfg(tmp_path, vllm_server, "annotate.sample=6", "annotate.consistency_sample=4", "annotate.min_kappa=0.99")
-    summary = annotate.run(cfg, extracted_docs, quiet=True)
+    summary = _annotate(cfg, extracted_docs)
     first, second = _labels(tmp_path), _labels(tmp_path, "labels_consistency")
     # labels/ holds the first pass only (what distil reads); the second pass has its own dataset
     assert len(first) == 6 and len(second) == 4 and {r["doc_id"] for r in second} <= {r["doc_id"] for r in first}
@@ -268,7 +279,8 @@ def test_self_consistency_pass_is_measured_carded_and_cached(tmp_path, ray_local
         params = json.loads(row["sampling_params"])
         assert (params["temperature"], params["seed"]) == (0.7, 1) and row["task"] == "labels"
     consistency = summary["self_consistency"]
-    valid_pairs = {r["doc_id"] for r in second if r["error"] is None} & {r["doc_id"] for r in first if r["error"] is None}
+    valid_pairs = ({r["doc_id"] for r in second if r["error"] is None}
+                   & {r["doc_id"] for r in first if r["error"] is None})
     assert consistency["pages"] == len(valid_pairs) > 0
     for name in ("exact", "within_1", "topics_jaccard", "format_jaccard"):
         assert 0 <= consistency[name] <= 1
@@ -292,40 +304,46 @@ def test_self_consistency_pass_is_measured_carded_and_cached(tmp_path, ray_local
 
     # a rerun sends nothing: the shards are done; with the markers gone, both passes come from the cache
     served = requests_served(fetch_metrics(vllm_server.url))
-    again = annotate.run(cfg, extracted_docs, quiet=True)
+    again = _annotate(cfg, extracted_docs)
     assert again["this_run"]["requests"] == 0 and again["shards_run"] == 0
     shutil.rmtree(RunLayout(tmp_path).state("annotate"))
-    redone = annotate.run(cfg, extracted_docs, quiet=True)
+    redone = _annotate(cfg, extracted_docs)
     assert requests_served(fetch_metrics(vllm_server.url)) == served  # the server saw no new request
     assert redone["this_run"]["requests"] == 0 and redone["this_run"]["cache_hits"] == 10
     assert redone["self_consistency"] == consistency
-    strip = lambda rows: sorted((r["doc_id"], r["raw_text"], r["quality_score"], r["quality_probs"]) for r in rows)
+
+    def strip(rows):
+        return sorted((r["doc_id"], r["raw_text"], r["quality_score"], r["quality_probs"]) for r in rows)
+
     assert strip(_labels(tmp_path, "labels_consistency")) == strip(second)
 
 
 def test_rerun_after_a_crash_is_served_from_the_cache(tmp_path, ray_local, vllm_server, extracted_docs):
     cfg = _cfg(tmp_path, vllm_server, "annotate.sample=6")
-    first = annotate.run(cfg, extracted_docs, quiet=True)
+    first = _annotate(cfg, extracted_docs)
     before = _labels(tmp_path)
     # a crash after the answers arrived but before any shard was recorded: outputs and markers are gone
     layout = RunLayout(tmp_path)
     shutil.rmtree(layout.dataset("labels"))
     shutil.rmtree(layout.state("annotate"))
     served = requests_served(fetch_metrics(vllm_server.url))
-    again = annotate.run(cfg, extracted_docs, quiet=True)
+    again = _annotate(cfg, extracted_docs)
     assert requests_served(fetch_metrics(vllm_server.url)) == served  # the server saw no new request
     assert again["this_run"]["requests"] == 0 and again["this_run"]["cache_hits"] == 6
     after = _labels(tmp_path)
     assert all(row["cached"] for row in after)
-    strip = lambda rows: sorted((r["doc_id"], r["task"], r["raw_text"], r["quality_score"], r["error"]) for r in rows)
+
+    def strip(rows):
+        return sorted((r["doc_id"], r["task"], r["raw_text"], r["quality_score"], r["error"]) for r in rows)
+
     assert strip(after) == strip(before) and first["ok"] == again["ok"]
 
 
 def test_larger_sample_pays_only_for_new_documents(tmp_path, ray_local, vllm_server, extracted_docs):
     cfg = _cfg(tmp_path, vllm_server, "annotate.sample=5")
-    annotate.run(cfg, extracted_docs, quiet=True)
+    _annotate(cfg, extracted_docs)
     old = {(row["doc_id"], row["task"]): row["raw_text"] for row in _labels(tmp_path)}
-    bigger = annotate.run(_cfg(tmp_path, vllm_server, "annotate.sample=9"), extracted_docs, quiet=True)
+    bigger = _annotate(_cfg(tmp_path, vllm_server, "annotate.sample=9"), extracted_docs)
     new = {(row["doc_id"], row["task"]): row["raw_text"] for row in _labels(tmp_path)}
     assert len(new) == 9 == len(_labels(tmp_path))  # stale shards replaced, no duplicate rows
     # only the labels not asked for before cost a request; the old ones are the same answers
@@ -337,7 +355,8 @@ def test_a_wrong_model_stops_the_stage_and_the_fixed_rerun_labels_everything(tmp
                                                                            extracted_docs, monkeypatch):
     from pipeline.errors import StageStopped
     from pipeline.llm.client import EndpointRejected
-    from pipeline.runtime import run_stage
+    from pipeline.runtime.runner import run_stage
+    from pipeline.stages import make_stage
 
     # As against an endpoint whose /models route says nothing (a gateway): the pre-flight check passes, and
     # the first chat requests are the first to meet the wrong model (the real server answers 404).
@@ -345,13 +364,13 @@ def test_a_wrong_model_stops_the_stage_and_the_fixed_rerun_labels_everything(tmp
     overrides = ("annotate.sample=6", f"annotate.docs={extracted_docs}")
     wrong = _cfg(tmp_path, vllm_server, *overrides, "llm.model=llama-70b")
     with pytest.raises(EndpointRejected, match="does not serve llm.model='llama-70b'") as error:
-        run_stage(annotate.AnnotateStage(wrong), quiet=True)
+        run_stage(make_stage("annotate", wrong), quiet=True)
     assert isinstance(error.value, StageStopped)
     layout = RunLayout(tmp_path)
     assert layout.shard_stats("annotate") == [] and not layout.is_stage_done("annotate")  # no shard done
     assert not list(layout.dataset("labels").glob("*.parquet"))  # no labels written
     # the cause fixed, in the same folder: not refused (nothing was made with the wrong model), all labelled
-    summary = run_stage(annotate.AnnotateStage(_cfg(tmp_path, vllm_server, *overrides)), quiet=True)
+    summary = run_stage(make_stage("annotate", _cfg(tmp_path, vllm_server, *overrides)), quiet=True)
     labels = _labels(tmp_path)
     assert summary["complete"] and summary["labels"] == 6 == len(labels) and summary["shards_run"] == 2
     assert {row["model"] for row in labels} == {"tiny-llama"}
@@ -368,7 +387,7 @@ def test_prompt_injection_cannot_leave_the_schema(tmp_path, ray_local, vllm_serv
     }
     rows = [{"doc_id": doc_id, "text": text, "language": "en", "rule_failures": []} for doc_id, text in attacks.items()]
     write_parquet(schemas.from_rows(rows, schemas.DOCS), tmp_path / "docs" / "part-0.parquet", schemas.DOCS)
-    annotate.run(_cfg(tmp_path, vllm_server, "annotate.sample=10"), quiet=True)
+    _annotate(_cfg(tmp_path, vllm_server, "annotate.sample=10"))
     labels = _labels(tmp_path)
     assert len(labels) == 3
     # constrained decoding held: no answer left the schema (an escape would be one of these errors or a

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from classifiers import evaluate
+from classifiers.distil import best_trial, stratified_folds, stratified_split, topic_label_map, tuning_candidates
 from classifiers.normalize import normalize_text
-from classifiers.distil import (best_trial, stratified_folds, stratified_split, topic_label_map,
-                                tuning_candidates)
 from pipeline.config import ConfigError, DistilConfig, load_config
 
 
@@ -139,7 +137,8 @@ def test_tuning_candidates_start_with_the_configured_settings_in_a_seeded_order(
     other_seed = tuning_candidates(cfg.model_copy(update={"seed": 1}))
     assert other_seed[0] == candidates[0] and other_seed != candidates
     # a configured point that is in the grid is not tried twice
-    inside = DistilConfig(lr=1.0, epoch=5, word_ngrams=1, tune_grid={"lr": [1.0, 0.1], "epoch": [5], "word_ngrams": [1]})
+    inside = DistilConfig(lr=1.0, epoch=5, word_ngrams=1,
+                          tune_grid={"lr": [1.0, 0.1], "epoch": [5], "word_ngrams": [1]})
     assert len(tuning_candidates(inside)) == 2
 
 

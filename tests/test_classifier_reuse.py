@@ -14,8 +14,13 @@ import yaml
 
 from classifiers import ArtifactError, QualityClassifier
 from classifiers.distil import distil
-from classifiers.extraction_benchmark import (ARTICLE_TOPIC, BOILERPLATE_TOPIC, labelled_texts, load_pages,
-                                              write_teacher_run)
+from classifiers.extraction_benchmark import (
+    ARTICLE_TOPIC,
+    BOILERPLATE_TOPIC,
+    labelled_texts,
+    load_pages,
+    write_teacher_run,
+)
 from classifiers.labels import load_llm_labels
 from pipeline.config import DistilConfig
 
@@ -23,7 +28,8 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "data" / "extraction-benchmark
 ARTICLE = ("The city council voted on Tuesday to expand the bus network, adding three routes that will connect "
            "the northern suburbs with the hospital and the university.\nOfficials said the plan, which was "
            "debated for more than a year, would be paid for by the regional transport budget.")
-MENU = "Home\nNews\nSports\nWeather\nSubscribe\nSign in\nPrivacy Policy\nTerms of Use\nContact us\n© 2019 All rights reserved"
+MENU = ("Home\nNews\nSports\nWeather\nSubscribe\nSign in\nPrivacy Policy\nTerms of Use\nContact us\n"
+        "© 2019 All rights reserved")
 
 
 def curate(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -62,6 +68,50 @@ def test_python_api_scores_and_topics(clf):
 def test_load_rejects_a_folder_that_is_not_an_artifact(tmp_path):
     with pytest.raises(ArtifactError, match="config.yaml is missing"):
         QualityClassifier.load(tmp_path)
+
+
+def test_artifact_types_the_folder_and_refuses_what_cannot_be_used(run_dirs, tmp_path):
+    """ClassifierArtifact: config.yaml as typed fields (threshold, tag models, the teacher's labels folder and
+    documents folder), the fingerprint over config and model files, and one message per unusable folder."""
+    import hashlib
+    import shutil
+
+    from classifiers.artifact import ClassifierArtifact, Teacher
+
+    folder = run_dirs / "classifier"
+    artifact = ClassifierArtifact.load(folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert artifact.threshold == pytest.approx(config["quality"]["decision_threshold"])
+    assert artifact.label_threshold == 3 and set(artifact.tags) == {"topics"}
+    assert artifact.model_files() == {"quality": config["quality"]["model_file"], "topics": "topics.bin"}
+    teacher = artifact.teacher
+    assert (teacher.labels_dir, teacher.docs_dir, teacher.labels_jsonl) == (str(run_dirs / "labels"),
+                                                                           str(run_dirs / "docs"), None)
+    # config.yaml keeps its one-line form of the source, which the model card shows as written
+    assert config["teacher"]["source"] == teacher.source == f"labels: {run_dirs / 'labels'}; docs: {run_dirs / 'docs'}"
+    assert Teacher.from_config({"source": "labels-jsonl: /x/labels.jsonl"}).labels_jsonl == "/x/labels.jsonl"
+    assert Teacher.from_config({"labels_dir": "/l", "docs_dir": "/d"}).source == "labels: /l; docs: /d"
+    odd = Teacher.from_config({"source": "hand-written"})
+    assert (odd.labels_dir, odd.labels_jsonl, odd.source) == (None, None, "hand-written")
+    # the fingerprint: sha256 over the names and bytes of config.yaml and the model files, in name order
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".bin", ".ftz")):
+        digest.update(name.encode())
+        digest.update((folder / name).read_bytes())
+    assert artifact.fingerprint() == digest.hexdigest()
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    assert ClassifierArtifact.load(copy).fingerprint() == artifact.fingerprint()  # wherever the folder is
+    # refused, naming the folder and the file
+    with pytest.raises(ArtifactError, match="not a classifier folder, config.yaml is missing"):
+        ClassifierArtifact.load(tmp_path / "nothing")
+    (copy / "topics.bin").unlink()
+    with pytest.raises(ArtifactError, match=r"the topics model file topics.bin named in config.yaml is missing"):
+        ClassifierArtifact.load(copy)
+    assert ClassifierArtifact.read(copy).teacher == teacher  # reading the config needs no model file
+    (copy / "config.yaml").write_text("quality: [not, a, section]\n")
+    with pytest.raises(ArtifactError, match=r"is not a classifier config \(TypeError"):
+        ClassifierArtifact.read(copy)
 
 
 def test_cli_score_text_lines_and_jsonl(clf, run_dirs, tmp_path):

@@ -10,6 +10,7 @@ import math
 import shutil
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,14 +18,27 @@ import pytest
 import yaml
 
 from classifiers.distil import distil
-from classifiers.extraction_benchmark import (ARTICLE_FORMAT, BOILERPLATE_FORMAT, as_teacher_labels, labelled_texts,
-                                              load_pages, write_teacher_run)
+from classifiers.extraction_benchmark import (
+    ARTICLE_FORMAT,
+    BOILERPLATE_FORMAT,
+    as_teacher_labels,
+    labelled_texts,
+    load_pages,
+    write_teacher_run,
+)
 from classifiers.labels import load_llm_labels
-from pipeline import classify, schemas
+from pipeline import schemas
+from pipeline.classify.thresholds import (
+    THRESHOLD_GRID,
+    stored_threshold_table,
+    threshold_for_target,
+    threshold_table,
+)
 from pipeline.config import DistilConfig, load_config
 from pipeline.errors import CurateError
 from pipeline.io import RunLayout, read_dataset, write_json, write_parquet
 from pipeline.report import ShardStats, build_report
+from pipeline.run import run_stages
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "data" / "extraction-benchmark"
 
@@ -59,12 +73,22 @@ def _cfg(root: Path, classifier: Path, *overrides: str):
                               "classify.batch_size=64", *overrides])
 
 
+def _classify(cfg, docs: Path | None = None, **settings) -> tuple[dict, dict]:
+    """Score and decide through the registry, as `curate classify` does: (the decide stage's summary, the score
+    stage's). `docs` sets classify.docs; `settings` other classify fields (threshold=0.9, target_tokens=...)."""
+    values = {f"classify.{name}": value for name, value in settings.items()}
+    if docs is not None:
+        values["classify.docs"] = str(docs)
+    summaries = run_stages(cfg.updated(**values) if values else cfg, "classify-score", "classify", quiet=True)
+    return summaries["classify"], summaries["classify-score"]
+
+
 @pytest.fixture(scope="module")
 def classified(tmp_path_factory, ray_local, classifier_dir, corpus_docs):
     root = tmp_path_factory.mktemp("classified")
     _write_inputs(root / "docs", corpus_docs, schemas.DOCS)
-    cfg = _cfg(root, classifier_dir, "classify.rows_per_file=40")
-    result = classify.run(cfg, root / "docs", quiet=True)
+    cfg = _cfg(root, classifier_dir, "classify.rows_per_file=40", f"classify.docs={root / 'docs'}")
+    result, _ = _classify(cfg)
     return root, cfg, result
 
 
@@ -186,21 +210,24 @@ def test_rethreshold_rewrites_decisions_and_corpus_without_the_model(classified,
     assert build_report(layout)["stages"]["classify"]["kept"] == len(expected)
     assert yaml.safe_load((root / "corpus" / "README.md").read_text().split("---")[1])["quality_threshold"] == 0.9
     # back to the card's threshold: the same corpus as the first run, byte for byte
-    first = classify.run(cfg, root / "docs", quiet=True)
-    assert first["scored_now"] == 0  # stored scores reused
+    first, scored = _classify(cfg)
+    assert scored["shards_run"] == 0  # stored scores reused
     assert first["files"] == result["files"]
 
 
-def test_rethreshold_without_scores_says_what_to_do(tmp_path):
+def test_rethreshold_without_scores_or_classifier_says_what_to_do(tmp_path):
+    """Nothing scored and no classifier to score with: the score stage stops before anything, naming the
+    classifier folder it looked for."""
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "classify", "--out", str(tmp_path),
                            "--rethreshold", "0.5"], capture_output=True, text=True)
-    assert done.returncode == 2 and "no stored scores" in done.stderr
+    assert done.returncode == 2 and "config.yaml is missing" in done.stderr
+    assert str(tmp_path / "classifier") in done.stderr and "Traceback" not in done.stderr
 
 
 def test_byte_target_splits_files(tmp_path, ray_local, classifier_dir, corpus_docs):
     _write_inputs(tmp_path / "docs", corpus_docs, schemas.DOCS, n_files=2)
     cfg = _cfg(tmp_path, classifier_dir, "classify.bytes_per_file=40000", "classify.threshold=0.0")
-    result = classify.run(cfg, tmp_path / "docs", quiet=True)
+    result, _ = _classify(cfg, tmp_path / "docs")
     files = _manifest(tmp_path)["files"]
     assert result["kept"] == len(corpus_docs) - 1  # threshold 0 keeps everything with text
     assert len(files) >= 2 and sum(f["rows"] for f in files) == result["kept"]
@@ -219,7 +246,7 @@ def test_unique_input_keeps_dedup_columns_and_matches_the_previous_stage(tmp_pat
     write_json(ShardStats(stage="dedup", shard="all", source="docs", input=len(unique) + 5, kept=len(unique),
                           dropped={"exact_duplicate": 5}).to_json(), layout.marker("dedup", "all"))
     write_json({"stage": "dedup"}, layout.stage_marker("dedup"))
-    result = classify.run(_cfg(tmp_path, classifier_dir), quiet=True)  # default input: <out>/unique
+    result, _ = _classify(_cfg(tmp_path, classifier_dir))  # default input: <out>/unique
     corpus = read_dataset(layout.dataset("corpus"), schemas.SCORED).to_pylist()
     assert len(corpus) == result["kept"] and all(r["dup_cluster_id"].startswith("c-") for r in corpus)
     report = build_report(layout)
@@ -229,14 +256,17 @@ def test_unique_input_keeps_dedup_columns_and_matches_the_previous_stage(tmp_pat
 def test_a_different_classifier_rescores_the_same_classifier_does_not(tmp_path, ray_local, classifier_dir,
                                                                         corpus_docs):
     _write_inputs(tmp_path / "docs", corpus_docs[:60], schemas.DOCS, n_files=2)
-    first = classify.run(_cfg(tmp_path, classifier_dir), tmp_path / "docs", quiet=True)
-    again = classify.run(_cfg(tmp_path, classifier_dir), tmp_path / "docs", quiet=True)
-    assert (first["scored_now"], again["scored_now"]) == (2, 0)
+    _, first = _classify(_cfg(tmp_path, classifier_dir), tmp_path / "docs")
+    _, again = _classify(_cfg(tmp_path, classifier_dir), tmp_path / "docs")
+    assert (first["shards_run"], again["shards_run"]) == (2, 0)
     other = tmp_path / "other-classifier"
     shutil.copytree(classifier_dir, other)
     (other / "config.yaml").write_text((other / "config.yaml").read_text() + "# another model\n")
-    changed = classify.run(_cfg(tmp_path, other), tmp_path / "docs", quiet=True)
-    assert changed["scored_now"] == 2
+    decided, changed = _classify(_cfg(tmp_path, other), tmp_path / "docs")
+    assert changed["shards_run"] == 2
+    # the corpus manifest names the classifier whose scores made it (rewrite scores its rewrites with it)
+    assert _manifest(tmp_path)["classifier"] == {"path": str(other), "fingerprint": changed["classifier_fingerprint"]}
+    assert decided["classifier"] == str(other)
 
 
 def test_a_classifier_without_its_model_file_is_refused_before_anything_is_written(tmp_path, ray_local,
@@ -248,7 +278,7 @@ def test_a_classifier_without_its_model_file_is_refused_before_anything_is_writt
     (broken / model_file).unlink()
     out = tmp_path / "run"
     with pytest.raises(CurateError) as caught:
-        classify.run(_cfg(out, broken), tmp_path / "docs", quiet=True)
+        _classify(_cfg(out, broken), tmp_path / "docs")
     message = str(caught.value)
     assert model_file in message and str(broken) in message
     assert "\n" not in message and "Traceback" not in message and "Actor" not in message
@@ -269,8 +299,8 @@ def test_threshold_table_on_a_hand_made_example():
     probs = [0.1, 0.4, 0.4, 0.9, None]  # the last document had no text: never kept, but counted in the rate
     tokens = [10, 20, 30, 40, 99]
     held_probs, held_labels = [0.3, 0.6, 0.95, 0.2], [False, True, True, True]
-    rows = classify.threshold_table(probs, tokens, [0.2, 0.5, 0.99], chosen=0.4, heldout_probs=held_probs,
-                                    heldout_labels=held_labels)
+    rows = threshold_table(probs, tokens, [0.2, 0.5, 0.99], chosen=0.4, heldout_probs=held_probs,
+                           heldout_labels=held_labels)
     assert [r["threshold"] for r in rows] == pytest.approx([0.2, 0.4, 0.5, 0.99])
     assert [r["chosen"] for r in rows] == [False, True, False, False]
     assert [r["kept_docs"] for r in rows] == [3, 3, 1, 0]
@@ -281,26 +311,26 @@ def test_threshold_table_on_a_hand_made_example():
     assert rows[-1]["precision"] is None  # nothing held out kept: precision undefined
     assert [r["recall"] for r in rows] == pytest.approx([1.0, 2 / 3, 2 / 3, 0.0])
     # a threshold is compared as classify compares it (float32): a score equal to it is kept
-    assert classify.threshold_table([0.3], [5], [0.3])[0]["kept_docs"] == 1
+    assert threshold_table([0.3], [5], [0.3])[0]["kept_docs"] == 1
     # the chosen threshold on the grid is one row, marked; without held-out labels, no precision/recall
-    rows = classify.threshold_table(probs, tokens, [0.2, 0.5], chosen=0.5)
+    rows = threshold_table(probs, tokens, [0.2, 0.5], chosen=0.5)
     assert [(r["threshold"], r["chosen"], r["precision"], r["recall"]) for r in rows] == [
         (pytest.approx(0.2), False, None, None), (pytest.approx(0.5), True, None, None)]
-    assert len(classify.threshold_table(probs, tokens)) == len(classify.THRESHOLD_GRID) == 19
+    assert len(threshold_table(probs, tokens)) == len(THRESHOLD_GRID) == 19
 
 
 def test_threshold_for_target_keeps_the_closest_amount():
     probs = [0.1, 0.4, 0.4, 0.9, None]
     tokens = [10, 20, 30, 40, 99]
     # kept when lowering the threshold: 0.9 -> 40, 0.4 -> 90 (both 0.4s together), 0.1 -> 100
-    assert classify.threshold_for_target(probs, tokens, 60) == (pytest.approx(0.9), 40)
-    assert classify.threshold_for_target(probs, tokens, 70) == (pytest.approx(0.4), 90)
-    assert classify.threshold_for_target(probs, tokens, 10**6) == (pytest.approx(0.1), 100)
-    assert classify.threshold_for_target(probs, tokens, 1) == (pytest.approx(0.9), 40)  # the best are kept
-    assert classify.threshold_for_target(probs, tokens, 65) == (pytest.approx(0.9), 40)  # a tie: fewer kept
-    assert classify.threshold_for_target(probs, [1] * 5, 0.5 * 5) == (pytest.approx(0.4), 3)
+    assert threshold_for_target(probs, tokens, 60) == (pytest.approx(0.9), 40)
+    assert threshold_for_target(probs, tokens, 70) == (pytest.approx(0.4), 90)
+    assert threshold_for_target(probs, tokens, 10**6) == (pytest.approx(0.1), 100)
+    assert threshold_for_target(probs, tokens, 1) == (pytest.approx(0.9), 40)  # the best are kept
+    assert threshold_for_target(probs, tokens, 65) == (pytest.approx(0.9), 40)  # a tie: fewer kept
+    assert threshold_for_target(probs, [1] * 5, 0.5 * 5) == (pytest.approx(0.4), 3)
     with pytest.raises(CurateError, match="no scored documents"):
-        classify.threshold_for_target([None, float("nan")], [1, 1], 1)
+        threshold_for_target([None, float("nan")], [1, 1], 1)
 
 
 def _header(root: Path) -> dict:
@@ -310,12 +340,12 @@ def _header(root: Path) -> dict:
 def test_card_and_summary_report_what_each_threshold_keeps(classified):
     root, _, result = classified
     table = result["threshold_table"]
-    assert len(table) == len(classify.THRESHOLD_GRID) + 1  # the card's threshold is not on the grid
+    assert len(table) == len(THRESHOLD_GRID) + 1  # the card's threshold is not on the grid
     chosen = [r for r in table if r["chosen"]]
     assert len(chosen) == 1 and chosen[0]["threshold"] == pytest.approx(result["threshold"])
     assert chosen[0]["kept_docs"] == result["kept"]
     assert chosen[0]["keep_rate"] == pytest.approx(result["kept"] / result["input"])
-    for before, after in zip(table, table[1:]):
+    for before, after in pairwise(table):
         assert before["threshold"] < after["threshold"]
         assert before["kept_docs"] >= after["kept_docs"] and before["kept_tokens"] >= after["kept_tokens"]
         assert before["recall"] >= after["recall"]
@@ -329,7 +359,7 @@ def test_card_and_summary_report_what_each_threshold_keeps(classified):
     card = (root / "corpus" / "README.md").read_text()
     assert "## Threshold" in card and "| threshold | keep rate | kept docs | kept tokens | precision | recall |" in card
     assert f"| {result['threshold']:.4f} **(chosen)** | " in card
-    assert classify.stored_threshold_table(root)["rows"] == table
+    assert stored_threshold_table(root)["rows"] == table
 
 
 def test_heldout_precision_and_recall_come_from_the_stored_scores_of_the_teachers_documents(
@@ -337,7 +367,7 @@ def test_heldout_precision_and_recall_come_from_the_stored_scores_of_the_teacher
     """Scores made from the documents the teacher labelled hold the held-out documents' scores: no extra
     scoring, and at the card's threshold the same precision and recall as the classifier's metrics.json."""
     cfg = _cfg(tmp_path / "run", classifier_dir)
-    result = classify.run(cfg, classifier_dir.parent / "docs", quiet=True)
+    result, _ = _classify(cfg, classifier_dir.parent / "docs")
     metrics = json.loads((classifier_dir / "metrics.json").read_text())["quality"]
     notes = result["threshold_notes"]
     assert notes["heldout_docs"] == metrics["n"] and ", 0 scored now" in notes["heldout"]
@@ -355,6 +385,10 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
 
+def _shard_mtimes(folder: Path) -> dict[str, int]:
+    return {name: mtime for name, mtime in _mtimes(folder).items() if not name.startswith("_")}
+
+
 def _tokens_kept(scores: list[dict], threshold: float, ratio: float) -> float:
     import numpy as np
 
@@ -364,12 +398,12 @@ def _tokens_kept(scores: list[dict], threshold: float, ratio: float) -> float:
 
 def _redecide_by_cli(root: Path, classifier: Path, tmp_path: Path, capsys, *flags: str) -> tuple[dict, str]:
     """`curate classify --out ROOT FLAGS` in this process, with the classifier moved away (no model can run);
-    the scores and the score stage's markers must not change."""
+    the scores and the score stage's shard markers must not change (the stage finds every file scored)."""
     from pipeline.cli import main
 
     layout = RunLayout(root)
     scores_before = _mtimes(layout.dataset("scores"))
-    markers_before = _mtimes(layout.state("classify-score"))
+    markers_before = _shard_mtimes(layout.state("classify-score"))
     hidden = tmp_path / "moved-away"
     classifier.rename(hidden)
     try:
@@ -379,7 +413,7 @@ def _redecide_by_cli(root: Path, classifier: Path, tmp_path: Path, capsys, *flag
     printed = capsys.readouterr().out
     assert code == 0
     assert _mtimes(layout.dataset("scores")) == scores_before
-    assert _mtimes(layout.state("classify-score")) == markers_before
+    assert _shard_mtimes(layout.state("classify-score")) == markers_before
     return json.loads(layout.stage_marker("classify").read_text()), printed
 
 
@@ -426,7 +460,7 @@ def test_target_tokens_redecides_from_the_stored_scores(classified, tmp_path, ca
 
 
 def test_target_keep_rate_redecides_from_the_stored_scores(classified, tmp_path, capsys):
-    source, cfg, result = classified
+    source, cfg, _result = classified
     root = _copy_run(source, tmp_path / "run")
     summary, printed = _redecide_by_cli(root, Path(cfg.classify.classifier), tmp_path, capsys,
                                         "--target-keep-rate", "0.3")
@@ -457,5 +491,4 @@ def test_ways_of_choosing_the_threshold_are_mutually_exclusive(classified, tmp_p
     assert code == 2
     assert "classify.threshold, classify.target_tokens are mutually exclusive" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="classify.threshold, classify.target_tokens"):
-        classify.run(_cfg(root, Path(cfg.classify.classifier), "classify.threshold=0.5"), target_tokens=100,
-                     quiet=True)
+        _cfg(root, Path(cfg.classify.classifier), "classify.threshold=0.5").updated(**{"classify.target_tokens": 100})

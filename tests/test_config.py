@@ -52,7 +52,8 @@ def test_valid_snapshot_ids(snapshot):
     assert load_config(None, [f"input.snapshot={snapshot}"]).input.snapshot == snapshot
 
 
-@pytest.mark.parametrize("snapshot", ["CC-MAIN-2024", "cc-main-2024-33", "CC-MAIN-2024-33/", "2024-33", "CC-NEWS-2024-01"])
+@pytest.mark.parametrize("snapshot",
+                         ["CC-MAIN-2024", "cc-main-2024-33", "CC-MAIN-2024-33/", "2024-33", "CC-NEWS-2024-01"])
 def test_invalid_snapshot_ids_name_the_field(snapshot):
     with pytest.raises(ConfigError, match=r"input.snapshot: .*CC-MAIN-2024-33"):
         load_config(None, [f"input.snapshot={snapshot}"])

@@ -8,20 +8,22 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from pipeline import dedup, extract, schemas
+from pipeline import dedup, schemas
 from pipeline.config import DedupConfig, RayConfig, load_config
-from pipeline.dedup.evaluate import load_texts
 from pipeline.dedup.components import EDGES, connected_components, star_labels, write_undirected
-from pipeline.dedup.keys import MinHasher, estimated_jaccard, compact_signature, normalise_url, true_jaccard
+from pipeline.dedup.evaluate import load_texts
+from pipeline.dedup.keys import MinHasher, compact_signature, estimated_jaccard, normalise_url, true_jaccard
 from pipeline.dedup.shuffle import WorkArea
 from pipeline.io import RunLayout, read_dataset, write_parquet
-from pipeline.runtime.executor import RayExecutor
 from pipeline.report import build_report
+from pipeline.runtime.executor import RayExecutor
+from stagehelpers import dedup_run, extract_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NEAR_DUPLICATES = ROOT / "data" / "near-duplicates"
@@ -30,7 +32,7 @@ SAMPLE_WARCS = ROOT / "data" / "sample" / "warc"
 
 def _dedup(out: Path, docs_dir: Path | None = None, *overrides: str):
     cfg = load_config(None, [f"out={out}", "dedup.num_partitions=3", *overrides])
-    summary = dedup.run(cfg, docs_dir=docs_dir, quiet=True)
+    summary = dedup_run(cfg, docs_dir=docs_dir, quiet=True)
     layout = RunLayout(out)
     unique = read_dataset(layout.dataset("unique"), schemas.UNIQUE)
     decisions = read_dataset(layout.decisions("dedup"), schemas.DECISIONS)
@@ -53,7 +55,7 @@ def extracted(tmp_path_factory, ray_local):
     out = tmp_path_factory.mktemp("extracted")
     warcs = [str(SAMPLE_WARCS / "clueweb-quirk.warc.gz"), str(SAMPLE_WARCS / "sample-0001.warc.gz")]
     cfg = load_config(None, [f"out={out}", f"input.warcs={warcs!r}".replace("'", '"'), "extract.rules.enabled=false"])
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     return out
 
 
@@ -78,7 +80,8 @@ def test_minhash_estimates_jaccard_and_is_deterministic():
         a, b = " ".join(words), " ".join(edited)
         sig_a, sig_b = hasher.text_signature(a), hasher.text_signature(b)
         assert (sig_a == again.text_signature(a)).all()  # same parameters in every worker
-        errors.append(abs(estimated_jaccard(compact_signature(sig_a), compact_signature(sig_b)) - true_jaccard(a, b, 5)))
+        estimate = estimated_jaccard(compact_signature(sig_a), compact_signature(sig_b))
+        errors.append(abs(estimate - true_jaccard(a, b, 5)))
     assert max(errors) < 0.12 and sum(errors) / len(errors) < 0.05
     assert hasher.text_signature("four words only here") is None  # shorter than one 5-gram
     assert len(hasher.band_digests(hasher.text_signature(" ".join(words)))) == 14
@@ -115,7 +118,7 @@ def test_components_on_ray_match_union_find(tmp_path, ray_local):
     # a long path in shuffled order (the slow case for label propagation), plus random sparse components
     path = [f"p{i:04d}" for i in range(200)]
     rng.shuffle(path)
-    pairs = list(zip(path, path[1:]))
+    pairs = list(pairwise(path))
     nodes = [f"n{i:04d}" for i in range(300)]
     pairs += [(rng.choice(nodes), rng.choice(nodes)) for _ in range(250)]
     pairs = [(a, b) for a, b in pairs if a != b]
@@ -152,11 +155,12 @@ def test_components_on_ray_match_union_find(tmp_path, ray_local):
 def test_clueweb_shop_pages(run_copy):
     """29 pages of one shop: 8 have identical text (the ranking page), two pairs are the same product under
     two URLs; the shop's boilerplate lines are repeated everywhere and removed."""
-    docs = [d for d in read_dataset(run_copy / "docs", schemas.DOCS).to_pylist() if "clueweb" in Path(d["warc_path"]).name]
+    docs = [d for d in read_dataset(run_copy / "docs", schemas.DOCS).to_pylist()
+            if "clueweb" in Path(d["warc_path"]).name]
     assert len(docs) == 29
     by_text = Counter(_norm(d["text"]) for d in docs)
     assert sorted(by_text.values())[-1] == 8 and len(by_text) == 22
-    summary, unique, decisions = _dedup(run_copy)
+    _summary, unique, decisions = _dedup(run_copy)
     clueweb_decisions = [r for r in decisions if "clueweb" in Path(r["source"]).name]
     reasons = Counter(r["reason"] for r in clueweb_decisions)
     assert reasons["exact_duplicate"] == 7
@@ -172,7 +176,8 @@ def test_clueweb_shop_pages(run_copy):
         assert true_jaccard(by_id[row["doc_id"]]["text"], by_id[row["duplicate_of"]]["text"], 5) > 0.9
     # the ranking page is nothing but boilerplate: once its repeated lines go, too little is left
     assert reasons["too_short_after_line_dedup"] == 1
-    assert [r["doc_id"] for r in clueweb_decisions if r["reason"] == "too_short_after_line_dedup"] == [survivor["doc_id"]]
+    too_short = [r["doc_id"] for r in clueweb_decisions if r["reason"] == "too_short_after_line_dedup"]
+    assert too_short == [survivor["doc_id"]]
     kept = [u for u in unique if "clueweb" in Path(u["warc_path"]).name]
     assert len(kept) == 29 - 7 - 2 - 1 and all(u["lines_removed"] > 0 for u in kept)
     ranked_item = "レッスン ブロックチェック柄 キーケース（初）"  # a line of the shop-wide ranking block
@@ -181,7 +186,8 @@ def test_clueweb_shop_pages(run_copy):
 
 
 def test_dolma_exact_duplicates_collapse(run_copy):
-    docs = [d for d in read_dataset(run_copy / "docs", schemas.DOCS).to_pylist() if "sample-0001" in Path(d["warc_path"]).name]
+    docs = [d for d in read_dataset(run_copy / "docs", schemas.DOCS).to_pylist()
+            if "sample-0001" in Path(d["warc_path"]).name]
     allenai = [d for d in docs if d["url"] == "https://allenai.org/"]
     assert len(allenai) == 3 and len({_norm(d["text"]) for d in allenai}) == 1  # three pairs, one text
     _, unique, decisions = _dedup(run_copy)
@@ -211,8 +217,10 @@ def test_licence_near_duplicates(tmp_path, ray_local):
 def test_url_duplicates_and_survivor_rule(tmp_path, ray_local):
     body = "A page about {} with enough words in it to be a page of its own, number {}."
     rows = [
-        {"doc_id": "b", "url": "https://Example.org/a#top", "crawl_date": "2024-03-01T00:00:00Z", "text": body.format("cats", 1)},
-        {"doc_id": "a", "url": "https://example.org:443/a", "crawl_date": "2024-03-02T00:00:00Z", "text": body.format("dogs", 2)},
+        {"doc_id": "b", "url": "https://Example.org/a#top", "crawl_date": "2024-03-01T00:00:00Z",
+         "text": body.format("cats", 1)},
+        {"doc_id": "a", "url": "https://example.org:443/a", "crawl_date": "2024-03-02T00:00:00Z",
+         "text": body.format("dogs", 2)},
         {"doc_id": "c", "url": "https://example.org/c", "crawl_date": None, "text": body.format("cats", 1).upper()},
     ]
     _write_docs(tmp_path / "docs", rows)
@@ -262,12 +270,13 @@ def _snapshot(out: Path) -> tuple[list, list]:
 
 def test_same_output_with_one_or_many_partitions_and_workers_and_on_resume(tmp_path, extracted):
     outs = {}
-    for name, overrides in {"one": ["dedup.num_partitions=1", "ray.max_in_flight=1"],
-                            "many": ["dedup.num_partitions=7", "ray.max_in_flight=4", "dedup.shards_per_task=2"]}.items():
+    runs = {"one": ["dedup.num_partitions=1", "ray.max_in_flight=1"],
+            "many": ["dedup.num_partitions=7", "ray.max_in_flight=4", "dedup.shards_per_task=2"]}
+    for name, overrides in runs.items():
         out = tmp_path / name
         shutil.copytree(extracted, out)
         cfg = load_config(None, [f"out={out}", *overrides])
-        dedup.run(cfg, quiet=True)
+        dedup_run(cfg, quiet=True)
         outs[name] = (out, cfg)
     one, many = _snapshot(outs["one"][0]), _snapshot(outs["many"][0])
     assert one == many and len(one[1]) > 10
@@ -275,7 +284,7 @@ def test_same_output_with_one_or_many_partitions_and_workers_and_on_resume(tmp_p
     layout = RunLayout(out)
     assert not (out / "_work").exists() or not any((out / "_work").iterdir())
     # rerun of a complete stage: skipped, nothing rewritten
-    assert dedup.run(cfg, quiet=True) == {"skipped": True}
+    assert dedup_run(cfg, quiet=True) == {"skipped": True}
     # a crash after some shards were written: stage marker, one shard's marker and output are gone
     layout.stage_marker("dedup").unlink()
     victim = sorted(p for p in layout.state("dedup").glob("*.json") if not p.name.startswith("_"))[0]
@@ -283,7 +292,7 @@ def test_same_output_with_one_or_many_partitions_and_workers_and_on_resume(tmp_p
     (layout.dataset("unique") / f"{victim.stem}.parquet").unlink()
     untouched = sorted(layout.dataset("unique").glob("*.parquet"))[0]
     mtime = untouched.stat().st_mtime_ns
-    dedup.run(cfg, quiet=True)
+    dedup_run(cfg, quiet=True)
     assert victim.exists() and untouched.stat().st_mtime_ns == mtime
     assert _snapshot(out) == many
     report = build_report(layout)
@@ -332,7 +341,7 @@ def test_same_output_whatever_shards_per_task_and_no_stale_scratch(tmp_path, ext
     # same config: the finished sign tasks are reused, not rewritten
     crash()
     signed = {p: p.stat().st_mtime_ns for p in (out / "_work" / "dedup" / "sign").rglob("*") if p.is_file()}
-    dedup.run(load_config(None, [f"out={out}", "dedup.num_partitions=3", "dedup.keep_work=true",
+    dedup_run(load_config(None, [f"out={out}", "dedup.num_partitions=3", "dedup.keep_work=true",
                                  "dedup.shards_per_task=3"]), docs_dir=tmp_path / "docs", quiet=True)
     assert {p: p.stat().st_mtime_ns for p in signed} == signed and _snapshot(out) == runs[1][2]
     # another shards_per_task: the old scratch files are discarded, not mixed with the new groups
@@ -345,8 +354,8 @@ def test_same_output_whatever_shards_per_task_and_no_stale_scratch(tmp_path, ext
 def test_cli_and_clear_errors(tmp_path, ray_local, capsys):
     from pipeline.cli import main
 
-    rows = [{"doc_id": f"d{i}", "url": "https://example.org/same", "crawl_date": f"2024-01-0{i + 1}", "text": f"text {i}"}
-            for i in range(3)]
+    rows = [{"doc_id": f"d{i}", "url": "https://example.org/same", "crawl_date": f"2024-01-0{i + 1}",
+             "text": f"text {i}"} for i in range(3)]
     _write_docs(tmp_path / "docs", rows)
     assert main(["dedup", "--docs", str(tmp_path / "docs"), "--out", str(tmp_path / "out"),
                  "--set", "dedup.num_partitions=2"]) == 0
@@ -359,7 +368,7 @@ def test_cli_and_clear_errors(tmp_path, ray_local, capsys):
     bad = tmp_path / "bad"
     write_parquet(pa.table({"doc_id": ["x"]}), bad / "part-0.parquet", pa.schema([("doc_id", pa.string())]))
     with pytest.raises(dedup.DedupInputError, match=r"part-0.parquet is not a docs shard: missing column\(s\) url"):
-        dedup.run(load_config(None, [f"out={tmp_path / 'out3'}"]), docs_dir=bad, quiet=True)
+        dedup_run(load_config(None, [f"out={tmp_path / 'out3'}"]), docs_dir=bad, quiet=True)
 
 
 def test_config_names_bad_field():
@@ -375,7 +384,7 @@ def test_other_dedup_settings_in_the_same_folder_are_refused(run_copy):
 
     _dedup(run_copy)
     # how the work is split does not change unique/: the finished stage is skipped
-    assert dedup.run(load_config(None, [f"out={run_copy}", "dedup.num_partitions=5", "dedup.shards_per_task=2"]),
+    assert dedup_run(load_config(None, [f"out={run_copy}", "dedup.num_partitions=5", "dedup.shards_per_task=2"]),
                      quiet=True) == {"skipped": True}
     with pytest.raises(SettingsChanged, match=r"dedup\.ngram: 5 -> 3"):
         _dedup(run_copy, None, "dedup.ngram=3")

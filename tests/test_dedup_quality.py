@@ -8,11 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import dedup, schemas
+from pipeline import schemas
 from pipeline.config import load_config
-from pipeline.dedup.evaluate import (load_texts, make_edited_set, pair_metrics, survivors_from_decisions,
-                                     write_docs_folder)
+from pipeline.dedup.evaluate import (
+    load_texts,
+    make_edited_set,
+    pair_metrics,
+    survivors_from_decisions,
+    write_docs_folder,
+)
 from pipeline.io import RunLayout, read_dataset
+from stagehelpers import dedup_run
 
 ARTICLES = Path(__file__).resolve().parents[1] / "data" / "dedup-texts" / "articles.jsonl"
 
@@ -24,7 +30,7 @@ def test_precision_and_recall_on_edited_articles(tmp_path, ray_local, seed):
     assert len(docs) == 4 * len(texts) == 192
     write_docs_folder(docs, tmp_path / "docs", num_shards=3)
     cfg = load_config(None, [f"out={tmp_path / 'out'}", "dedup.line=false", "dedup.num_partitions=4"])
-    dedup.run(cfg, docs_dir=tmp_path / "docs", quiet=True)
+    dedup_run(cfg, docs_dir=tmp_path / "docs", quiet=True)
     decisions = read_dataset(RunLayout(cfg.out).decisions("dedup"), schemas.DECISIONS).to_pylist()
     survivor_of = survivors_from_decisions([d.doc_id for d in docs], decisions)
     metrics = pair_metrics({d.doc_id: d.text for d in docs}, survivor_of, ngram=5)
@@ -46,7 +52,7 @@ def test_without_verification_candidates_are_linked_unchecked(tmp_path, ray_loca
     results = {}
     for name, override in {"verified": [], "unverified": ["dedup.verify_threshold=null"]}.items():
         cfg = load_config(None, [f"out={tmp_path / name}", "dedup.line=false", "dedup.num_partitions=2", *override])
-        dedup.run(cfg, docs_dir=tmp_path / "docs", quiet=True)
+        dedup_run(cfg, docs_dir=tmp_path / "docs", quiet=True)
         decisions = read_dataset(RunLayout(cfg.out).decisions("dedup"), schemas.DECISIONS).to_pylist()
         results[name] = pair_metrics({d.doc_id: d.text for d in docs},
                                      survivors_from_decisions([d.doc_id for d in docs], decisions))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import schemas
 from demo import curate_demo
+from pipeline import schemas
 from pipeline.io import RunLayout, read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,8 @@ def test_demo_command_runs_every_stage_and_stops_its_server(demo_run):
     from pipeline.llm.tokens import TokenCounter
 
     tokens = sum(TokenCounter(out / "tiny-llama").count_many(texts))
-    assert sum(report["kept_tokens_by_quality_bucket"].values()) == sum(report["kept_tokens_by_topic"].values()) == tokens
+    by_bucket, by_topic = report["kept_tokens_by_quality_bucket"], report["kept_tokens_by_topic"]
+    assert sum(by_bucket.values()) == sum(by_topic.values()) == tokens
     assert {k: v for k, v in report["token_count"].items() if k != "corpus"} == {
         "tokenizer": "tokenizer:tiny-llama", "exact_docs": kept, "docs": kept}
 
@@ -78,8 +79,20 @@ def test_demo_command_runs_every_stage_and_stops_its_server(demo_run):
     assert not _pid_alive(pid)
 
 
+def test_a_second_run_while_the_first_annotates_is_refused_and_harms_nothing(demo_run):
+    out, result = demo_run
+    intruder = result.intruder
+    assert intruder is not None, "the demo never reached annotate"
+    assert intruder.returncode == 2, intruder.stdout[-2000:] + intruder.stderr[-2000:]
+    assert "is being written by another command" in intruder.stderr and "curate run" in intruder.stderr
+    assert "Traceback" not in intruder.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["annotate"]["errors"] == {} and report["annotate"]["ok"] == report["annotate"]["labels"]
+    assert "stopped a vLLM server" not in result.stdout + intruder.stdout
+
+
 def test_rerun_skips_finished_stages_and_changes_nothing(demo_run):
-    out, first = demo_run
+    out, _first = demo_run
     before = json.loads((out / "report.json").read_text())
     corpus_files = {p.name: p.stat().st_mtime_ns for p in (out / "corpus").iterdir()}
     result = curate_demo(out)
@@ -130,8 +143,9 @@ def test_reusing_a_classifier_skips_annotate_and_distil(demo_run, tmp_path):
     out, _ = demo_run
     reuse = tmp_path / "reuse"
     result = subprocess.run(
-        [str(CURATE), "run", "jobs/configs/demo.yaml", "--out", str(reuse), "--set", f"classify.classifier={out / 'classifier'}",
-         "--set", "rewrite.enabled=false"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        [str(CURATE), "run", "jobs/configs/demo.yaml", "--out", str(reuse),
+         "--set", f"classify.classifier={out / 'classifier'}", "--set", "rewrite.enabled=false"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[run] annotate" not in result.stdout and "[run] distil" not in result.stdout
     assert "vLLM server" not in result.stdout  # no LLM work left: no server started

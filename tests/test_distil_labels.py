@@ -12,8 +12,15 @@ import pytest
 import yaml
 
 from classifiers.distil import DistilError, distil
-from classifiers.extraction_benchmark import (ARTICLE_FORMAT, ARTICLE_TOPIC, BOILERPLATE_FORMAT, BOILERPLATE_TOPIC,
-                                              labelled_texts, load_pages, write_teacher_run)
+from classifiers.extraction_benchmark import (
+    ARTICLE_FORMAT,
+    ARTICLE_TOPIC,
+    BOILERPLATE_FORMAT,
+    BOILERPLATE_TOPIC,
+    labelled_texts,
+    load_pages,
+    write_teacher_run,
+)
 from classifiers.labels import LabelsError, load_jsonl_labels, load_llm_labels, parse_jsonl_label
 from pipeline import schemas
 from pipeline.config import DistilConfig
@@ -117,7 +124,7 @@ def test_combined_labels_distil_a_format_model(tmp_path):
 
 
 def test_label_threshold_decides_the_classes(teacher_run):
-    root, docs, labels = teacher_run
+    root, _docs, _labels = teacher_run
     # scores are 0-2 for boilerplate, 3-5 for articles: at threshold 5 only a third of articles are positive
     at5 = load_llm_labels(root / "labels", root / "docs", label_threshold=5)
     at3 = load_llm_labels(root / "labels", root / "docs", label_threshold=3)

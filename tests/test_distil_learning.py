@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from classifiers import QualityClassifier, distil as distil_module
+from classifiers import QualityClassifier
+from classifiers import distil as distil_module
 from classifiers.distil import distil
 from classifiers.evaluate import roc_auc
 from classifiers.extraction_benchmark import labelled_texts, load_pages
@@ -206,7 +207,8 @@ def test_small_validation_chooses_the_threshold_by_cross_validation(few_labels, 
     assert plain["validation"]["scores"] == "validation_split" and plain["validation"]["n"] == split["validation"]
     # the held-out split is the same in both: only what the model learned on and the threshold differ
     assert plain["n"] == cv["n"] and plain["positives"] == cv["positives"]
-    assert (tmp_path / "cv" / "heldout_doc_ids.txt").read_text() == (tmp_path / "val" / "heldout_doc_ids.txt").read_text()
+    heldout = "heldout_doc_ids.txt"
+    assert (tmp_path / "cv" / heldout).read_text() == (tmp_path / "val" / heldout).read_text()
     # fewer examples of a class than folds: as many folds as the smaller class allows
     few = [json.loads(line) for line in few_labels.read_text().splitlines()]
     negatives = [row for row in few if row["label"] == 0][:4]

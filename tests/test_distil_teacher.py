@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from classifiers import QualityClassifier
-from pipeline import annotate, extract, schemas
+from pipeline import schemas
 from pipeline.config import load_config
 from pipeline.io import RunLayout, read_dataset
+from stagehelpers import annotate_run, extract_run
 
 SAMPLE_WARCS = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
 pytestmark = pytest.mark.slow
@@ -27,8 +28,8 @@ def test_tiny_teacher_labels_distil_into_a_loadable_artifact(tmp_path, ray_local
     warcs = sorted(str(p) for p in SAMPLE_WARCS.iterdir() if p.name.endswith((".warc.gz", ".warc")))
     cfg = load_config(None, [f"out={tmp_path}", "input.warcs=" + json.dumps(warcs), f"llm.url={vllm_server.url}",
                              "llm.model=tiny-llama", "annotate.sample=60", "annotate.consistency_sample=10"])
-    extract.run(cfg, quiet=True)
-    annotate.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
+    annotate_run(cfg, quiet=True)
     layout = RunLayout(tmp_path)
     labels = read_dataset(layout.dataset("labels"), schemas.LABELS).to_pylist()
     valid_scores = [r["quality_score"] for r in labels if r["task"] in ("quality", "labels") and r["error"] is None]

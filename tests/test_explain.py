@@ -150,7 +150,7 @@ def small_run(tmp_path):
 
 
 def test_url_variants_doc_ids_and_fates(small_run):
-    root, a, b, c = small_run
+    root, a, b, _c = small_run
     # the stored URL has a trailing slash, the query has not; http for https
     page, = explain(root, "http://example.org/a")["pages"]
     assert page["doc_id"] == a and page["fate"] == "kept in corpus/part-00000.parquet"

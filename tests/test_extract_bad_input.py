@@ -22,8 +22,9 @@ from pipeline import extract, schemas
 from pipeline.config import ExtractConfig, InputConfig, RunConfig, load_config
 from pipeline.io import RunLayout, read_dataset
 from pipeline.report import build_report
-from pipeline.runtime import StageFailed, run_stage
 from pipeline.runtime.executor import LocalExecutor
+from pipeline.runtime.runner import StageFailed, run_stage
+from stagehelpers import extract_run
 
 SOURCE = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc" / "sample-0000.warc.gz"
 KEPT_RESPONSE = 6  # member 6 of SOURCE is a response record whose page is kept
@@ -96,7 +97,8 @@ def by_reason(decisions, reason):
 def test_truncated_gzip_member_mid_file_loses_only_that_record(tmp_path, baseline):
     victim = MEMBERS[KEPT_RESPONSE]
     bad = tmp_path / "truncated-member.warc.gz"
-    bad.write_bytes(b"".join(MEMBERS[:KEPT_RESPONSE]) + victim[: len(victim) // 2] + b"".join(MEMBERS[KEPT_RESPONSE + 1:]))
+    bad.write_bytes(b"".join(MEMBERS[:KEPT_RESPONSE]) + victim[: len(victim) // 2]
+                    + b"".join(MEMBERS[KEPT_RESPONSE + 1:]))
     stats, docs, decisions = run_one(bad, tmp_path / "out")
     (damage,) = by_reason(decisions, "warc_damaged")
     assert damage["outcome"] == schemas.ERRORED and str(bad) in damage["detail"]
@@ -185,7 +187,7 @@ def ten_mb_page() -> bytes:
 
 def test_page_over_max_html_bytes_is_dropped(tmp_path, baseline, ten_mb_page):
     path = spliced(tmp_path, "big.warc.gz", response_member("https://big.example/", ten_mb_page))
-    stats, docs, decisions = run_one(path, tmp_path / "out")
+    _stats, docs, decisions = run_one(path, tmp_path / "out")
     (big,) = by_reason(decisions, "html_too_large")
     assert big["outcome"] == schemas.DROPPED and big["url"] == "https://big.example/"
     assert "extract.max_html_bytes" in big["detail"]
@@ -199,7 +201,7 @@ def test_binary_empty_and_non_html_payloads(tmp_path, baseline):
                    response_member("https://bin.example/", binary),
                    response_member("https://empty.example/", empty),
                    response_member("https://img.example/a.png", b"\x89PNG....", "image/png"))
-    stats, docs, decisions = run_one(path, tmp_path / "out")
+    _stats, docs, decisions = run_one(path, tmp_path / "out")
     reasons = {d["url"]: (d["outcome"], d["reason"]) for d in decisions if d["url"] and "example" in d["url"]}
     assert reasons == {
         "https://bin.example/": (schemas.DROPPED, "binary_payload"),
@@ -216,7 +218,7 @@ def test_time_limit_fires_in_a_ray_task_and_the_worker_goes_on(tmp_path, ray_loc
     path = spliced(tmp_path, "slow.warc.gz", response_member("https://slow.example/", ten_mb_page))
     cfg = load_config(None, [f"out={tmp_path / 'out'}", "extract.timeout_s=0.5", "extract.max_html_bytes=20000000"])
     cfg.input.warcs = [str(path)]
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     layout = RunLayout(cfg.out)
     decisions = read_dataset(layout.decisions("extract"), schemas.DECISIONS).to_pylist()
     timeouts = by_reason(decisions, "extract_timeout")
@@ -265,7 +267,7 @@ def test_one_run_over_every_bad_file_is_conserved(tmp_path, ray_local):
     (bad / "not-a-warc.warc.gz").write_bytes(gzip.compress(b"hello, this is no WARC file\n" * 50))
     cfg = load_config(None, [f"out={tmp_path / 'out'}"])
     cfg.input.warcs = [str(bad / "*.warc.gz"), str(bad / "missing.warc.gz")]
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     report = build_report(RunLayout(cfg.out))
     stage = report["stages"]["extract"]
     assert report["conserved"] and stage["shards"] == 5

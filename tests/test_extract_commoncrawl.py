@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import sys
+import time
 
 import pytest
 
-from pipeline import extract, schemas
+from pipeline import schemas
 from pipeline.config import ExtractConfig, InputConfig, load_config
 from pipeline.io import RunLayout, read_dataset
 from pipeline.report import build_report
-from pipeline.runtime import StageFailed
+from pipeline.runtime.runner import StageFailed
 from pipeline.sources import resolve_warcs
-from stagehelpers import extract_one
+from stagehelpers import extract_one, extract_run
 
 SNAPSHOT = "CC-MAIN-2024-33"
 
@@ -69,7 +69,7 @@ def test_warc_urls_over_http(tmp_path, ray_local, cc_http, cc_tree):
     _, listed = cc_tree
     urls = [cc_http.url + p for p in listed if p.endswith(("sample-0001.warc.gz", "jwarc-cc.warc.gz"))]
     cfg = run_config(tmp_path, warcs=urls)
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     report = build_report(RunLayout(tmp_path))
     assert report["conserved"] and report["stages"]["extract"]["shards"] == 2
     assert report["stages"]["extract"]["kept"] > 5
@@ -108,7 +108,7 @@ def test_503_past_every_retry_is_errored_then_recovered_on_the_next_run(tmp_path
     cc_http.fail_next = 10_000
     cfg = run_config(tmp_path / "run", "input.retries=2", warcs=[url])
     with pytest.raises(StageFailed, match="transient"):
-        extract.run(cfg, quiet=True)
+        extract_run(cfg, quiet=True)
     layout = RunLayout(cfg.out)
     (marker,) = layout.shard_stats("extract")
     assert marker["errored"] == {"warc_unreadable": 1} and marker["transient_errors"] == 1
@@ -117,7 +117,7 @@ def test_503_past_every_retry_is_errored_then_recovered_on_the_next_run(tmp_path
     assert "HTTP 503" in decision["detail"] and "not found" not in decision["detail"]
     assert cc_http.statuses()[503] >= 3  # the first try and both retries
     cc_http.reset()  # healthy again
-    summary = extract.run(cfg, quiet=True)
+    summary = extract_run(cfg, quiet=True)
     assert summary["shards_run"] == 1 and summary["errored"] == {} and summary["kept"] == clean["kept"] > 0
     assert read_dataset(layout.decisions("extract"), schemas.DECISIONS).num_rows == len(
         read_dataset(tmp_path / "clean" / "decisions" / "extract", schemas.DECISIONS))
@@ -153,7 +153,7 @@ def test_snapshot_from_s3_moto_server(tmp_path, ray_local, moto_s3):
                      storage_options=moto_s3.storage_options())
     sources = resolve_warcs(cfg.input)
     assert len(sources) == 2 and all(s.startswith(f"s3://commoncrawl-test/crawl-data/{SNAPSHOT}/") for s in sources)
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     report = build_report(RunLayout(tmp_path))
     assert report["conserved"] and report["stages"]["extract"]["shards"] == 2
     assert report["stages"]["extract"]["errored"] == {}

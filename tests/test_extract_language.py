@@ -14,7 +14,7 @@ from pipeline.config import ConfigError, ExtractConfig, InputConfig, load_config
 from pipeline.io import RunLayout, read_dataset
 from pipeline.langid import LanguageIdentifier
 from pipeline.warc import RawRecord
-from stagehelpers import extract_one
+from stagehelpers import extract_one, extract_run
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
 
@@ -108,7 +108,7 @@ def test_missing_lid_model_is_a_clear_error(tmp_path, capsys):
     cfg = load_config(None, [f"out={tmp_path / 'out'}", f"extract.langid_model={missing}",
                              f"input.warcs=[{SAMPLE / 'jwarc-cc.warc.gz'}]"])
     with pytest.raises(ConfigError, match=f"extract.langid_model: no fastText language-ID model file at {missing}"):
-        extract.run(cfg, quiet=True)
+        extract_run(cfg, quiet=True)
     # through the CLI: exit code 2 and the message, before any work starts
     code = main(["extract", "--warc", str(SAMPLE / "jwarc-cc.warc.gz"), "--out", str(tmp_path / "cli"),
                  "--set", f"extract.langid_model={missing}"])
@@ -120,7 +120,7 @@ def test_languages_keeps_only_the_listed_ones(tmp_path):
     warcs = [SAMPLE / "clueweb-quirk.warc.gz", SAMPLE / "sample-0000.warc.gz"]  # Japanese, English
     cfg = load_config(None, [f"out={tmp_path}", "extract.languages=[ja]", "ray.executor=local",
                              "input.warcs=[" + ", ".join(str(w) for w in warcs) + "]"])
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     layout = RunLayout(tmp_path)
     docs = read_dataset(layout.dataset("docs"), schemas.DOCS).to_pylist()
     decisions = read_dataset(layout.decisions("extract"), schemas.DECISIONS).to_pylist()
@@ -161,6 +161,6 @@ def test_fasttext_model_through_a_stage_run(tmp_path, ray_local, tiny_lid_model)
     # the model path travels to the Ray workers with the config
     cfg = load_config(None, [f"out={tmp_path}", f"extract.langid_model={tiny_lid_model}",
                              f"input.warcs=[{SAMPLE / 'sample-0001.warc.gz'}]"])
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     docs = read_dataset(RunLayout(tmp_path).dataset("docs"), schemas.DOCS).to_pylist()
     assert docs and {d["language"] for d in docs} <= {"en", "de"}

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 from datatrove.data import Document
-from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
 from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate, find_top_duplicate, get_n_grams
 
 from pipeline.config import ExtractConfig, RulesConfig
@@ -152,7 +157,7 @@ def test_decisions_equal_datatrove_filters_on_the_shared_warcs(name):
 def test_c4_whole_page_drops_come_in_line_order():
     only_c4 = RulesConfig(gopher_quality=False, gopher_repetition=False, fineweb_quality=False)
     rules = RuleSet(only_c4)
-    lorem_first, curly_first, skipped_lines, long_word = (failures(rules.measure(t), only_c4) for t in C4_PAGES)
+    lorem_first, curly_first, skipped_lines, _long_word = (failures(rules.measure(t), only_c4) for t in C4_PAGES)
     assert [f.reason for f in lorem_first][:2] == ["c4_lorem_ipsum", "c4_curly_bracket"]
     assert [f.reason for f in curly_first][:2] == ["c4_curly_bracket", "c4_lorem_ipsum"]
     # "{" only in a javascript line, which C4 skips before looking for it; the cookie line is skipped after

@@ -6,20 +6,21 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
-from pipeline import extract, schemas
+from pipeline import schemas
 from pipeline.config import load_config
 from pipeline.io import RunLayout, read_dataset
 from pipeline.report import build_report
+from stagehelpers import extract_run
 
 
 def _run(tmp_path, warcs, *overrides):
     cfg = load_config(None, [f"out={tmp_path}", f"input.warcs={warcs!r}".replace("'", '"'), *overrides])
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     return cfg, RunLayout(tmp_path)
 
 
 def test_sample_every_record_accounted_and_conserved(tmp_path, ray_local, sample_warcs):
-    cfg, layout = _run(tmp_path, sample_warcs)
+    _cfg, layout = _run(tmp_path, sample_warcs)
     report = build_report(layout)
     stage, rules = report["stages"]["extract"], report["stages"]["rules"]
     assert report["conserved"] and stage["conserved"] and rules["conserved"]
@@ -70,7 +71,7 @@ def test_rerun_skips_and_half_finished_redoes_only_missing(tmp_path, ray_local, 
     victim.unlink()
     untouched = sorted(layout.state("extract").glob("*.json"))[1]
     mtime = untouched.stat().st_mtime_ns
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     assert victim.exists() and untouched.stat().st_mtime_ns == mtime
     second = read_dataset(layout.dataset("docs"), schemas.DOCS).sort_by("doc_id")
     assert second.column("doc_id").to_pylist() == first.column("doc_id").to_pylist()
@@ -82,10 +83,10 @@ def test_other_settings_in_the_same_folder_are_refused_naming_the_change(tmp_pat
 
     from pipeline.io import SettingsChanged
 
-    cfg, layout = _run(tmp_path, sample_warcs[:2])
+    _cfg, layout = _run(tmp_path, sample_warcs[:2])
     docs = {p.name: p.stat().st_mtime_ns for p in layout.dataset("docs").iterdir()}
     # retries and Ray settings do not change docs/: the finished stage is still skipped
-    assert extract.run(load_config(None, [f"out={tmp_path}", f"input.warcs={sample_warcs[:2]!r}".replace("'", '"'),
+    assert extract_run(load_config(None, [f"out={tmp_path}", f"input.warcs={sample_warcs[:2]!r}".replace("'", '"'),
                                           "input.retries=9", "ray.max_in_flight=1"]), quiet=True) == {"skipped": True}
     # more input files, or another extraction setting, would mix two different runs in one docs/
     with pytest.raises(SettingsChanged, match=r"extract: .* other settings \(input\.warcs: .*Use another --out"):

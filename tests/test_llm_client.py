@@ -17,12 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline import annotate, schemas
-from pipeline.config import load_config
-from pipeline.io import RunLayout, read_dataset, write_parquet
-from pipeline.config import ConfigError, LLMConfig
+from pipeline import schemas
+from pipeline.config import ConfigError, LLMConfig, load_config
 from pipeline.errors import StageStopped
+from pipeline.io import RunLayout, read_dataset, write_parquet
 from pipeline.llm.client import EndpointRejected, LLMClient, LLMError, LLMUnavailable, check_server
+from stagehelpers import annotate_run
 
 VALID = {"quality": '{"reason":"clear text","score":3}', "topics": '{"topics":["health"]}',
          "labels": '{"reason":"clear text","score":3,"topics":["health"],"format":["tutorial"]}'}
@@ -112,8 +112,8 @@ def score_logprobs(content: str, probs: dict[str, float]) -> list[dict]:
 
     at = content.index('"score":') + len('"score":')
     token = lambda text, lp, top=(): {"token": text, "logprob": lp, "bytes": list(text.encode()),  # noqa: E731
-                                      "top_logprobs": [{"token": t, "logprob": l, "bytes": list(t.encode())}
-                                                       for t, l in top]}
+                                      "top_logprobs": [{"token": t, "logprob": lp_t, "bytes": list(t.encode())}
+                                                       for t, lp_t in top]}
     top = [(digit, math.log(p)) for digit, p in probs.items()]
     return [token(content[:at], 0.0), token(content[at], math.log(probs[content[at]]), top),
             token(content[at + 1:], 0.0)]
@@ -315,7 +315,7 @@ def test_annotate_against_faults_loses_nothing_and_names_every_error(tmp_path, r
                                  "llm.max_retries=2", "llm.retry_backoff_s=0.01", "llm.timeout_s=0.4",
                                  "annotate.sample=100", "annotate.shard_size=3", "annotate.mode=separate",
                                  "annotate.consistency_sample=0"])
-        summary = annotate.run(cfg, quiet=True)
+        summary = annotate_run(cfg, quiet=True)
         labels = read_dataset(RunLayout(tmp_path).dataset("labels"), schemas.LABELS).to_pylist()
         attempts = Counter()
         for body in stub.bodies:
@@ -365,7 +365,7 @@ def test_combined_labels_against_faults_keep_valid_fields_and_errors_apart(tmp_p
         cfg = load_config(None, [f"out={tmp_path}", f"llm.url={stub.url}", "llm.model=stub-model",
                                  "llm.max_retries=1", "llm.retry_backoff_s=0.01", "annotate.sample=100",
                                  "annotate.shard_size=3", "annotate.consistency_sample=0"])
-        summary = annotate.run(cfg, quiet=True)
+        summary = annotate_run(cfg, quiet=True)
         labels = {row["doc_id"]: row for row in read_dataset(RunLayout(tmp_path).dataset("labels"),
                                                               schemas.LABELS).to_pylist()}
         tasks = {task_of(body) for body in stub.bodies}
@@ -379,7 +379,8 @@ def test_combined_labels_against_faults_keep_valid_fields_and_errors_apart(tmp_p
     assert probs["quality_expected"] == pytest.approx(3.75)
     # a valid score keeps the valid ids and records what was left out; the row is not an error
     bad = labels["badlist"]
-    assert bad["error"] is None and bad["quality_score"] == 2 and bad["topics"] == ["health"] and bad["format"] == ["faq"]
+    assert bad["error"] is None and bad["quality_score"] == 2
+    assert bad["topics"] == ["health"] and bad["format"] == ["faq"]
     assert [e.split(":")[0] for e in bad["field_errors"]] == ["unknown_topic", "unknown_format"]
     assert bad["quality_probs"] == pytest.approx([0, 0.4, 0.6, 0, 0, 0])
     # a malformed or out-of-range answer is an annotation error with the raw text, never a default
@@ -458,7 +459,8 @@ def test_real_server_url_that_is_not_the_api_root_stops_the_stage(vllm_server, s
     # check_server, before the first request, says so too (LLMConfig.model_construct: no URL validation)
     with pytest.raises(LLMUnavailable) as unavailable:
         check_server(LLMConfig.model_construct(url=url, model="tiny-llama"), "annotate")
-    assert "answered HTTP 404" in str(unavailable.value) and "not an OpenAI-compatible API root" in str(unavailable.value)
+    message = str(unavailable.value)
+    assert "answered HTTP 404" in message and "not an OpenAI-compatible API root" in message
 
 
 def test_real_server_check_server_passes_the_right_root(vllm_server):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import annotate, schemas
+from pipeline import schemas
 from pipeline.config import load_config
 from pipeline.io import RunLayout, read_dataset, write_parquet
 from pipeline.llm.prompts import load_prompt
+from stagehelpers import annotate_run
 
 
 @pytest.mark.slow
@@ -21,7 +22,7 @@ def test_engine_backend_labels_and_shares_the_cache_with_the_server(tmp_path, ra
     common = [f"out={tmp_path}", "annotate.sample=3", f"llm.cache_dir={tmp_path / 'cache'}", "annotate.mode=separate",
               "annotate.score_probs=false", "annotate.consistency_sample=0"]
 
-    engine = annotate.run(load_config(None, common + ["llm.backend=engine", f"llm.engine_model={tiny_model_dir}"]),
+    engine = annotate_run(load_config(None, common + ["llm.backend=engine", f"llm.engine_model={tiny_model_dir}"]),
                           quiet=True)
     labels = read_dataset(RunLayout(tmp_path).dataset("labels"), schemas.LABELS).to_pylist()
     assert engine["complete"] and engine["labels"] == 6 == len(labels)
@@ -38,7 +39,7 @@ def test_engine_backend_labels_and_shares_the_cache_with_the_server(tmp_path, ra
     # The HTTP backend builds the same request, so it finds the engine's answers in the shared cache.
     for path in RunLayout(tmp_path).state("annotate").glob("*.json"):
         path.unlink()
-    server = annotate.run(load_config(None, common + [f"llm.url={vllm_server.url}"]), quiet=True)
+    server = annotate_run(load_config(None, common + [f"llm.url={vllm_server.url}"]), quiet=True)
     assert server["this_run"]["requests"] == 0 and server["this_run"]["cache_hits"] == 6
 
 
@@ -51,7 +52,7 @@ def test_engine_backend_keeps_score_probabilities_like_the_server(tmp_path, ray_
     write_parquet(schemas.from_rows(rows, schemas.DOCS), tmp_path / "docs" / "part-0.parquet", schemas.DOCS)
     common = [f"out={tmp_path}", "annotate.sample=4", f"llm.cache_dir={tmp_path / 'cache'}",
               "annotate.consistency_sample=0"]
-    engine = annotate.run(load_config(None, common + ["llm.backend=engine", f"llm.engine_model={tiny_model_dir}"]),
+    engine = annotate_run(load_config(None, common + ["llm.backend=engine", f"llm.engine_model={tiny_model_dir}"]),
                           quiet=True)
     labels = read_dataset(RunLayout(tmp_path).dataset("labels"), schemas.LABELS).to_pylist()
     assert engine["complete"] and len(labels) == 4 and {row["task"] for row in labels} == {"labels"}
@@ -65,5 +66,5 @@ def test_engine_backend_keeps_score_probabilities_like_the_server(tmp_path, ray_
 
     for path in RunLayout(tmp_path).state("annotate").glob("*.json"):
         path.unlink()
-    server = annotate.run(load_config(None, common + [f"llm.url={vllm_server.url}"]), quiet=True)
+    server = annotate_run(load_config(None, common + [f"llm.url={vllm_server.url}"]), quiet=True)
     assert server["this_run"]["requests"] == 0 and server["this_run"]["cache_hits"] == 4

@@ -4,10 +4,9 @@ and the pure parsers (valid -> value, anything else -> an error kind, never a de
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
-
-import math
 
 from pipeline.llm.parse import (
     QUALITY_REASON_MAX_CHARS,
@@ -43,7 +42,8 @@ def test_shipped_prompts_load_with_ids_hashes_and_the_24_topics():
 
 def test_prompt_hash_changes_with_the_taxonomy(tmp_path):
     (tmp_path / "tax.txt").write_text("alpha: first\nbeta: second\n")
-    (tmp_path / "t_v1.txt").write_text("task: topics\ntaxonomy: tax.txt\n[user]\nPick from\n{{taxonomy}}\n{{document}}\n")
+    (tmp_path / "t_v1.txt").write_text(
+        "task: topics\ntaxonomy: tax.txt\n[user]\nPick from\n{{taxonomy}}\n{{document}}\n")
     before = load_prompt("t_v1", tmp_path)
     (tmp_path / "tax.txt").write_text("alpha: first\nbeta: second\ngamma: third\n")
     after = load_prompt("t_v1", tmp_path)

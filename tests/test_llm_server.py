@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from pipeline import annotate, schemas
+from pipeline import schemas
 from pipeline.config import load_config
 from pipeline.io import RunLayout, read_dataset, write_parquet
 from pipeline.llm.client import LLMClient
@@ -23,6 +23,7 @@ from pipeline.llm.parse import parse_quality, parse_topics, quality_schema, topi
 from pipeline.llm.prompts import load_prompt
 from pipeline.llm.server import fetch_metrics, free_port, requests_served
 from pipeline.llm.tiny_model import is_model_dir
+from stagehelpers import annotate_run
 
 PAGES = [
     "Photosynthesis converts light energy into chemical energy. Plants use chlorophyll to absorb light.",
@@ -102,7 +103,7 @@ def test_server_killed_mid_run_then_restarted_completes_the_rest(tmp_path, ray_l
     cli, vllm_pid = _start_cli_server(tiny_model_dir, port, tmp_path / "server1.log")
     try:
         result = {}
-        worker = threading.Thread(target=lambda: result.update(annotate.run(cfg, quiet=True)))
+        worker = threading.Thread(target=lambda: result.update(annotate_run(cfg, quiet=True)))
         worker.start()
         while requests_served(fetch_metrics(cfg.llm.url)) < 10:
             assert worker.is_alive(), "the run finished before the server could be killed"
@@ -125,7 +126,7 @@ def test_server_killed_mid_run_then_restarted_completes_the_rest(tmp_path, ray_l
 
     cli, vllm_pid = _start_cli_server(tiny_model_dir, port, tmp_path / "server2.log")
     try:
-        second = annotate.run(cfg, quiet=True)
+        second = annotate_run(cfg, quiet=True)
         labels = read_dataset(RunLayout(tmp_path).dataset("labels"), schemas.LABELS).to_pylist()
         assert second["complete"] and second["transient_errors"] == 0 and len(labels) == 80
         assert not any(r["error"] and r["error"].startswith("request_") for r in labels)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from stagehelpers import quick_classifier
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "inspect_decisions.ipynb"
 SAMPLE_WARCS = ROOT / "data" / "sample" / "warc"
@@ -90,19 +92,6 @@ def write_planted_warc(path: Path) -> None:
                                                           http_headers=headers))
 
 
-def _quick_classifier(root: Path) -> Path:
-    """A fastText classifier distilled in about a second from 20 benchmark pages' person-made labels."""
-    from classifiers.distil import distil
-    from classifiers.extraction_benchmark import labelled_texts, load_pages, write_teacher_run
-    from classifiers.labels import load_llm_labels
-    from pipeline.config import DistilConfig
-
-    write_teacher_run(root / "teacher", labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:20]))
-    distil(load_llm_labels(root / "teacher" / "labels", root / "teacher" / "docs", 3),
-           DistilConfig(bucket=5000, dim=16, epoch=5, min_labels=10, tune=False), root / "classifier", quiet=True)
-    return root / "classifier"
-
-
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory) -> Path:
     """Every stage but the LLM's (extract, rules, dedup, classify-score, classify) on the bundled WARCs plus
@@ -110,14 +99,14 @@ def planted_run(tmp_path_factory) -> Path:
     from pipeline.config import load_config
     from pipeline.io import RunLayout
     from pipeline.report import build_report
-    from pipeline.runtime import run_stage
     from pipeline.runtime.executor import LocalExecutor
+    from pipeline.runtime.runner import run_stage
     from pipeline.stages import PIPELINE, make_stage
 
     root = tmp_path_factory.mktemp("notebook-browser")
     planted = root / "input" / "planted.warc.gz"
     write_planted_warc(planted)
-    classifier = _quick_classifier(root)
+    classifier = quick_classifier(root)
     warcs = json.dumps([str(SAMPLE_WARCS / "*.warc.gz"), str(SAMPLE_WARCS / "*.warc"), str(planted)])
     cfg = load_config(None, [f"out={root / 'run'}", f"input.warcs={warcs}", "ray.executor=local",
                              "dedup.num_partitions=2", f"classify.classifier={classifier}"])
@@ -133,7 +122,8 @@ def _planted_doc_ids(run: Path) -> dict[str, str]:
     import pyarrow.parquet as pq
 
     folder = run / "extracted" if (run / "extracted").is_dir() else run / "docs"
-    rows = [r for f in sorted(folder.glob("*.parquet")) for r in pq.read_table(f, columns=["doc_id", "url"]).to_pylist()]
+    rows = [r for f in sorted(folder.glob("*.parquet"))
+            for r in pq.read_table(f, columns=["doc_id", "url"]).to_pylist()]
     return {r["url"]: r["doc_id"] for r in rows if r["url"] in (PLANTED_URL, LONG_URL)}
 
 
@@ -263,7 +253,8 @@ def test_planted_payload_is_literal_text_and_never_ran(browser, planted_run):
     assert browser.execute_script("return typeof window.__pwned") == "undefined"
     assert browser.title == PAGE_TITLE
     assert browser.execute_script(
-        "return document.querySelectorAll('#wc-injected, .wc-cards iframe, .wc-cards img, .wc-cards script').length") == 0
+        "return document.querySelectorAll('#wc-injected, .wc-cards iframe, .wc-cards img, .wc-cards script')"
+        ".length") == 0
     text = browser.execute_script(
         "return document.querySelector(`.wc-card[data-doc-id='${arguments[0]}'] .wc-text`).innerText",
         planted[PLANTED_URL])
@@ -284,7 +275,8 @@ def test_cards_do_not_scroll_sideways(browser):
     scroll_width, inner_width, right, left = widths
     assert 0 <= left and right <= inner_width
     # the cards' own styles applied (a broken style attribute would leave the notebook's font)
-    assert "system-ui" in browser.execute_script("return getComputedStyle(document.querySelector('.wc-cards')).fontFamily")
+    assert "system-ui" in browser.execute_script(
+        "return getComputedStyle(document.querySelector('.wc-cards')).fontFamily")
     assert scroll_width <= inner_width, "the page scrolls sideways"
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_llm_client import StubLLM, completion
 
 from classifiers.distil import distil
 from classifiers.extraction_benchmark import labelled_texts, load_pages, write_teacher_run
@@ -24,6 +23,7 @@ from pipeline import rewrite, schemas
 from pipeline.config import DistilConfig, load_config
 from pipeline.io import RunLayout, SettingsChanged, read_dataset, write_parquet
 from pipeline.report import build_report
+from test_llm_client import StubLLM, completion
 
 FRUITS = ("apples", "bananas", "cherries")
 GERMAN = "Die Seite beschreibt Obst, das viele Menschen jeden Tag gerne essen, und erklärt, woher es kommt."
@@ -122,6 +122,13 @@ def write_corpus(folder) -> None:
     write_parquet(table.slice(8), folder / "part-00001.parquet", schemas.SCORED)
 
 
+def run_rewrite(cfg, corpus) -> dict:
+    """The rewrite stage through the registry (what `curate rewrite --corpus CORPUS` runs): its summary."""
+    from pipeline.run import run_stages
+
+    return run_stages(cfg.updated(**{"rewrite.corpus": str(corpus)}), "rewrite", quiet=True)["rewrite"]
+
+
 def units(layout: RunLayout) -> tuple[dict, dict]:
     """{(doc_id, style prompt id): reason} from decisions/rewrite and {(doc_id, style): row} from synthetic/."""
     decisions = read_dataset(layout.decisions("rewrite"), schemas.DECISIONS).to_pylist()
@@ -129,7 +136,8 @@ def units(layout: RunLayout) -> tuple[dict, dict]:
     for row in decisions:
         style = row["detail"].split(";", 1)[0].removeprefix("style=") if row["detail"].startswith("style=") else None
         reasons[(row["doc_id"], style)] = (row["outcome"], row["reason"])
-    rows = {(r["doc_id"], r["prompt_id"]): r for r in read_dataset(layout.dataset("synthetic"), schemas.SYNTHETIC).to_pylist()}
+    synthetic = read_dataset(layout.dataset("synthetic"), schemas.SYNTHETIC).to_pylist()
+    rows = {(r["doc_id"], r["prompt_id"]): r for r in synthetic}
     return reasons, rows
 
 
@@ -142,9 +150,10 @@ def test_every_output_check_fires_with_its_reason_and_failures_never_reach_synth
             # no classifier here: the format checks are under test (scores: test_scores_decide_...)
             "rewrite.min_quality_prob=null",
             "rewrite.mid_threshold=0.2", "rewrite.high_threshold=0.6", "rewrite.chunk_tokens=32",
-            "rewrite.shard_size=4", 'rewrite.max_output_tokens={rewrite_wiki: 90, qa_pairs: 80, distill: 70, knowledge_list: 60}',
+            "rewrite.shard_size=4",
+            "rewrite.max_output_tokens={rewrite_wiki: 90, qa_pairs: 80, distill: 70, knowledge_list: 60}",
         ])
-        first = rewrite.run(cfg, corpus, quiet=True)
+        first = run_rewrite(cfg, corpus)
         layout = RunLayout(cfg.out)
         reasons, rows = units(layout)
         requests_first = len(stub.bodies)
@@ -153,7 +162,7 @@ def test_every_output_check_fires_with_its_reason_and_failures_never_reach_synth
         assert not first["complete"] and first["transient_errors"] == 1
         assert reasons[("flaky", "rewrite_wiki_v1")] == ("errored", "request_http_500")
         assert not layout.is_stage_done("rewrite")
-        second = rewrite.run(cfg, corpus, quiet=True)
+        second = run_rewrite(cfg, corpus)
         assert second["complete"] and layout.is_stage_done("rewrite")
         # only the shard holding `flaky` (with `low` and `blank`, which make no requests) was run again:
         # the two chunk requests of `flaky` that had failed
@@ -203,7 +212,8 @@ def test_every_output_check_fires_with_its_reason_and_failures_never_reach_synth
     # accounting: every unit once, per shard and in the report
     report = build_report(layout)
     summary = report["side_stages"]["rewrite"]
-    assert summary["conserved"] and summary["input"] == 8 + 3 + 3 + 1  # 8 wiki pages, 2 high pages x 3 styles, 1 low page
+    # 8 wiki pages, 2 high pages x 3 styles, 1 low page
+    assert summary["conserved"] and summary["input"] == 8 + 3 + 3 + 1
     assert summary["kept"] == len(rows) and summary["errored"] == {"request_http_400": 1}
     assert Counter(summary["dropped"]) == Counter(reason for key, (outcome, reason) in reasons.items()
                                                   if outcome == "dropped")
@@ -305,7 +315,7 @@ def run_scored(tmp_path, answer, classifier):
     write_score_corpus(corpus)
     with StubLLM(answer) as stub:
         cfg = score_cfg(tmp_path / "run", stub, classifier)
-        return cfg, rewrite.run(cfg, corpus, quiet=True)
+        return cfg, run_rewrite(cfg, corpus)
 
 
 def test_scores_decide_faithful_kept_hallucinated_and_copy_dropped(tmp_path, ray_local, quality_classifier):
@@ -354,8 +364,8 @@ def test_scores_decide_faithful_kept_hallucinated_and_copy_dropped(tmp_path, ray
     # the thresholds are settings: another one for the same run folder is refused, naming it
     with StubLLM(scores_answer) as stub:
         with pytest.raises(SettingsChanged, match=r"rewrite.min_faithfulness: 0.6 -> None"):
-            rewrite.run(score_cfg(tmp_path / "run", stub, quality_classifier, "rewrite.min_faithfulness=null"),
-                        tmp_path / "corpus", quiet=True)
+            run_rewrite(score_cfg(tmp_path / "run", stub, quality_classifier, "rewrite.min_faithfulness=null"),
+                        tmp_path / "corpus")
 
 
 # A faithful rewrite of the Golden Gate page that reads like site navigation: it invents nothing, but the
@@ -414,10 +424,14 @@ def test_quality_classifier_is_found_or_its_absence_is_a_config_error(tmp_path, 
         stage = RewriteStage(load_config(None, [*base, f"rewrite.min_quality_prob={off}"]))
         stage.check()
         assert stage.quality_classifier.folder is None
-    # the corpus card names the classifier that scored the corpus (classify writes `classifier.path`)
-    (corpus / "README.md").write_text(f"---\nclassifier:\n  path: {quality_classifier}\n  sha256: x\n---\n\n# card\n")
+    # the corpus manifest names the classifier that scored the corpus (classify writes `classifier.path`); the
+    # corpus card is not read for it
+    (corpus / "README.md").write_text(f"---\nclassifier:\n  path: {tmp_path}\n  sha256: x\n---\n\n# card\n")
+    (corpus / "_manifest.json").write_text(json.dumps({"files": [], "classifier": {
+        "path": str(quality_classifier), "fingerprint": "x"}}))
     choice = resolve_quality_classifier(load_config(None, base))
-    assert choice.folder == str(quality_classifier) and choice.found_by.startswith("the corpus card")
+    assert choice.folder == str(quality_classifier) and choice.found_by.startswith("the corpus manifest")
+    assert RewriteStage(load_config(None, base)).quality_classifier == choice
     # classify.classifier first; a folder that is not a classifier is an error naming the setting
     with pytest.raises(ConfigError, match="classify.classifier"):
         resolve_quality_classifier(load_config(None, [*base, f"classify.classifier={tmp_path}"]))

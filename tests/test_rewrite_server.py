@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import extract, rewrite, schemas
+from pipeline import rewrite, schemas
 from pipeline.cli import main as curate
 from pipeline.config import load_config
 from pipeline.io import RunLayout, read_dataset, write_parquet
 from pipeline.llm.client import LLMUnavailable
 from pipeline.llm.server import fetch_metrics, requests_served
+from pipeline.llm.tokens import TokenCounter
 from pipeline.report import build_report
 from pipeline.rewrite.checks import (
     COPIED_INPUT,
@@ -31,8 +32,8 @@ from pipeline.rewrite.checks import (
     TRUNCATED_OUTPUT,
     UNFAITHFUL_REWRITE,
 )
-from pipeline.llm.tokens import TokenCounter
 from pipeline.rewrite.chunking import chunk_text, split_paragraphs
+from stagehelpers import extract_run, rewrite_run
 
 SAMPLE_WARCS = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
 CHUNK_TOKENS = 256
@@ -49,7 +50,7 @@ def real_corpus(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("rewrite-extract")
     warcs = [str(SAMPLE_WARCS / "sample-0000.warc.gz"), str(SAMPLE_WARCS / "warcfile.warc.gz")]
     cfg = load_config(None, [f"out={root}", f"input.warcs={json.dumps(warcs)}"])
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     docs = read_dataset(RunLayout(root).dataset("docs"), schemas.DOCS).to_pylist()
     english = sorted((d for d in docs if d["language"] == "en"), key=lambda d: -d["n_chars"])
     chinese = sorted((d for d in docs if d["language"] == "zh"), key=lambda d: d["n_chars"])
@@ -113,7 +114,7 @@ def test_rewrite_routes_chunks_accounts_and_reruns_from_the_cache(tmp_path, real
     assert all(p in chunk_lines for p in paragraphs if counter.count(p) <= CHUNK_TOKENS)
 
     served_before = requests_served(fetch_metrics(vllm_server.url))
-    summary = rewrite.run(cfg, corpus, quiet=True)
+    summary = rewrite_run(cfg, corpus, quiet=True)
     served = requests_served(fetch_metrics(vllm_server.url)) - served_before
 
     # every request was answered by the real server, one per (page, style, chunk), nothing repeated
@@ -155,6 +156,6 @@ def test_rewrite_routes_chunks_accounts_and_reruns_from_the_cache(tmp_path, real
     wrong = load_config(None, settings(tmp_path / "wrong", vllm_server, tiny_model_dir) + ["llm.model=llama-70b"])
     served_before = requests_served(fetch_metrics(vllm_server.url))
     with pytest.raises(LLMUnavailable, match="serves \\['tiny-llama'\\], not llm.model='llama-70b'"):
-        rewrite.run(wrong, corpus, quiet=True)
+        rewrite_run(wrong, corpus, quiet=True)
     assert requests_served(fetch_metrics(vllm_server.url)) == served_before
     assert RunLayout(wrong.out).shard_stats("rewrite") == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError, load_config
+from pipeline.llm.tokens import TokenCounter, estimate_tokens
 from pipeline.rewrite import route
 from pipeline.rewrite.checks import (
     COPIED_INPUT,
@@ -20,7 +21,6 @@ from pipeline.rewrite.checks import (
     format_qa_pairs,
     parse_qa_pairs,
 )
-from pipeline.llm.tokens import TokenCounter, estimate_tokens
 from pipeline.rewrite.chunking import chunk_text, split_paragraphs
 from pipeline.rewrite.stage import BELOW_THRESHOLD, NO_QUALITY_SCORE, STYLE_NOT_SELECTED, StyleSet
 
@@ -202,7 +202,7 @@ def test_score_thresholds_are_validated_naming_the_field_and_are_stage_settings(
 
 
 def test_score_histograms_add_up_over_shards():
-    from pipeline.rewrite.stage import histogram, merge_score_stats, score_stats
+    from pipeline.cards.synthetic import histogram, merge_score_stats, score_stats
 
     assert histogram([0.0, 0.05, 0.1, 0.55, 0.999, 1.0, None, float("nan")]) == [2, 1, 0, 0, 0, 1, 0, 0, 0, 2]
     shard = {"scores": {"kept": {"faithfulness": score_stats([0.9, 1.0]), "rewrite_quality_prob": score_stats([None])},

@@ -17,12 +17,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import extract, rules_stage, schemas
+from pipeline import rules_stage, schemas
 from pipeline.config import load_config
 from pipeline.io import RunLayout, read_dataset
 from pipeline.report import build_report
 from pipeline.rules import METRICS
-from stagehelpers import decide_rules
+from stagehelpers import decide_rules, dedup_run, extract_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CURATE = Path(sys.executable).with_name("curate")
@@ -80,7 +80,7 @@ def run(tmp_path):
              write_warc(tmp_path / "b.warc.gz", {"https://repeated.example/": REPEATED,
                                                  "https://good2.example/": GOOD[::-1]})]
     cfg = load_config(None, [f"out={tmp_path / 'out'}", "ray.executor=local", "input.warcs=" + json.dumps(warcs)])
-    extract.run(cfg, quiet=True)
+    extract_run(cfg, quiet=True)
     return cfg, RunLayout(cfg.out), warcs
 
 
@@ -108,7 +108,7 @@ def _conserved(layout: RunLayout) -> dict:
 
 
 def test_every_extracted_page_keeps_its_metrics_and_gets_one_verdict(run):
-    cfg, layout, _ = run
+    _cfg, layout, _ = run
     metrics = _metrics(layout)
     state = _state(layout)
     assert set(metrics) == set(state) == {"https://good.example/", "https://short.example/",
@@ -144,9 +144,9 @@ def test_a_looser_threshold_keeps_the_page_without_reading_the_warc(run):
     assert _state(layout)["https://short.example/"] == ("kept", None)
     rules = _conserved(layout)
     assert rules["kept"] == 3 and rules["dropped"] == {"gopher_top_4_gram": 1}
-    # the whole `extract.run` with the new thresholds: extract is not redone (its files are gone), rules is
+    # the whole `curate extract` with the new thresholds: extract is not redone (its files are gone), rules is
     # not redone either (already at these thresholds)
-    assert extract.run(looser, quiet=True) == {"skipped": True}
+    assert extract_run(looser, quiet=True) == {"skipped": True}
     assert {p: p.stat().st_mtime_ns for p in layout.state("extract").glob("*.json")} == extract_markers
     assert _state(layout)["https://short.example/"] == ("kept", None)
 
@@ -213,11 +213,10 @@ def test_a_file_extracted_again_is_decided_again(run):
 
 
 def test_re_deciding_under_later_outputs_is_refused_before_anything_changes(run):
-    from pipeline import dedup
     from pipeline.io import SettingsChanged
 
     cfg, layout, _ = run
-    dedup.run(cfg, quiet=True)
+    dedup_run(cfg, quiet=True)
     docs = {p.name: p.stat().st_mtime_ns for p in layout.dataset("docs").iterdir()}
     with pytest.raises(SettingsChanged, match=r"rules: other thresholds \(extract\.rules\.min_doc_words: 50 -> 30\) "
                                               r"would re-decide docs/.* but dedup already made outputs"):

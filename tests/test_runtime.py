@@ -22,9 +22,11 @@ from pipeline.config import load_config
 from pipeline.errors import OutputNotWritable
 from pipeline.io import RunLayout, SettingsChanged, read_dataset
 from pipeline.report import ConservationError
-from pipeline.runtime import Output, Shard, ShardResult, Stage, StageFailed, run_stage
-from pipeline.runtime import runner as runner_module
+from pipeline.runtime import Output, Shard, ShardResult, Stage
+from pipeline.runtime import shards as shard_writer
 from pipeline.runtime.executor import LocalExecutor, RayExecutor
+from pipeline.runtime.runner import StageFailed, run_stage
+from stagehelpers import extract_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CURATE = ROOT / ".venv" / "bin" / "curate"
@@ -125,11 +127,11 @@ def test_a_crash_after_each_write_step_then_rerun_loses_nothing_and_duplicates_n
     clean = tmp_path / "clean"
     _setup(clean)
     _run(clean)
-    real_parquet, real_json = runner_module.write_parquet, runner_module.write_json
+    real_parquet, real_json = shard_writer.write_parquet, shard_writer.write_json
 
     def parquet(table, path, schema):
-        if "part-001" in str(path) and (step == "data" and "numbers/" in str(path) and "decisions" not in str(path)
-                                        or step == "decisions" and "decisions" in str(path)):
+        if "part-001" in str(path) and ((step == "data" and "numbers/" in str(path) and "decisions" not in str(path))
+                                        or (step == "decisions" and "decisions" in str(path))):
             real_parquet(table, path, schema)
             raise KeyboardInterrupt("killed right after this write")
         return real_parquet(table, path, schema)
@@ -140,8 +142,8 @@ def test_a_crash_after_each_write_step_then_rerun_loses_nothing_and_duplicates_n
             raise KeyboardInterrupt("killed right after the marker")
         return real_json(obj, path)
 
-    monkeypatch.setattr(runner_module, "write_parquet", parquet)
-    monkeypatch.setattr(runner_module, "write_json", marker)
+    monkeypatch.setattr(shard_writer, "write_parquet", parquet)
+    monkeypatch.setattr(shard_writer, "write_json", marker)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path)
     monkeypatch.undo()
@@ -220,7 +222,7 @@ def test_a_full_disk_is_one_fixable_error_naming_the_path(tmp_path, monkeypatch)
     def full(table, path, schema):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(runner_module, "write_parquet", full)
+    monkeypatch.setattr(shard_writer, "write_parquet", full)
     with pytest.raises(OutputNotWritable, match=r"cannot write .*part-000.parquet: no space left.*Finished shards "
                                                 r"are kept"):
         _run(tmp_path)
@@ -275,9 +277,8 @@ def test_kill_9_of_the_process_group_mid_stage_then_rerun_gives_the_same_documen
     env.pop("RAY_ADDRESS")
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     command = [str(CURATE), "extract", "--warc", *warcs, "--set", "ray.max_in_flight=2", "--set", "ray.num_cpus=2"]
-    from pipeline import extract
 
-    extract.run(load_config(None, [f"out={clean}", "input.warcs=" + json.dumps(warcs), "ray.executor=local"]),
+    extract_run(load_config(None, [f"out={clean}", "input.warcs=" + json.dumps(warcs), "ray.executor=local"]),
                 quiet=True)
     process = subprocess.Popen([*command, "--out", str(killed)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)

@@ -120,7 +120,8 @@ class Run:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def check_running(self) -> None:
-        assert self.process.poll() is None, f"curate run exited with {self.process.returncode}:\n{self.output()[-3000:]}"
+        assert self.process.poll() is None, (f"curate run exited with {self.process.returncode}:\n"
+                                             f"{self.output()[-3000:]}")
 
     def wait_server(self, timeout_s: float = 400.0) -> dict:
         """The run's pid file once its server answers /v1/models."""

@@ -35,7 +35,8 @@ def normalise_text(text: str, *, case: bool, whitespace: bool) -> str:
 
 
 def exact_digest(text: str, *, case: bool = True, whitespace: bool = True) -> bytes:
-    return xxhash.xxh3_128_digest(b"x" + normalise_text(text, case=case, whitespace=whitespace).encode("utf-8", "surrogatepass"))
+    normalised = normalise_text(text, case=case, whitespace=whitespace)
+    return xxhash.xxh3_128_digest(b"x" + normalised.encode("utf-8", "surrogatepass"))
 
 
 def normalise_url(url: str | None) -> str | None:
@@ -81,7 +82,8 @@ class MinHasher:
         self.rows_per_band = rows_per_band
         self.num_perm = num_bands * rows_per_band
         rng = np.random.default_rng(seed)
-        self._mult = rng.integers(0, np.iinfo(np.uint64).max, size=self.num_perm, dtype=np.uint64, endpoint=True) | np.uint64(1)
+        self._mult = (rng.integers(0, np.iinfo(np.uint64).max, size=self.num_perm, dtype=np.uint64, endpoint=True)
+                      | np.uint64(1))
         self._add = rng.integers(0, np.iinfo(np.uint64).max, size=self.num_perm, dtype=np.uint64, endpoint=True)
 
     def shingles(self, text: str) -> np.ndarray:
@@ -116,7 +118,8 @@ class MinHasher:
     def band_digests(self, signature: np.ndarray) -> list[bytes]:
         """One 128-bit key per band: two documents share a key when all rows of that band are equal."""
         rows = signature.reshape(self.num_bands, self.rows_per_band)
-        return [xxhash.xxh3_128_digest(band.to_bytes(2, "little") + rows[band].tobytes()) for band in range(self.num_bands)]
+        return [xxhash.xxh3_128_digest(band.to_bytes(2, "little") + rows[band].tobytes())
+                for band in range(self.num_bands)]
 
 
 def compact_signature(signature: np.ndarray) -> bytes:
@@ -131,7 +134,8 @@ def estimated_jaccard(a: bytes | np.ndarray, b: bytes | np.ndarray) -> float:
 
 
 def line_digest(line: str, *, case: bool = True, whitespace: bool = True) -> int:
-    return xxhash.xxh3_64_intdigest(normalise_text(line, case=case, whitespace=whitespace).encode("utf-8", "surrogatepass"))
+    normalised = normalise_text(line, case=case, whitespace=whitespace)
+    return xxhash.xxh3_64_intdigest(normalised.encode("utf-8", "surrogatepass"))
 
 
 def shingle_set(text: str, ngram: int) -> set[tuple[str, ...]]:

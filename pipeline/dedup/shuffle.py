@@ -19,14 +19,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from pipeline.accounting import peak_rss_mb
 from pipeline.io import write_json, write_parquet
-from pipeline.report import peak_rss_mb
 
 
 def string_partitions(values: list[str], num_partitions: int) -> np.ndarray:
     """Stable partition of each string (the same in every process, unlike Python's hash())."""
     digest = xxhash.xxh3_64_intdigest
-    hashes = np.fromiter((digest(v.encode("utf-8", "surrogatepass")) for v in values), dtype=np.uint64, count=len(values))
+    hashes = np.fromiter((digest(v.encode("utf-8", "surrogatepass")) for v in values), dtype=np.uint64,
+                         count=len(values))
     return (hashes % np.uint64(num_partitions)).astype(np.int64)
 
 

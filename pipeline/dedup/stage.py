@@ -37,13 +37,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schemas
+from pipeline.accounting import peak_rss_mb
 from pipeline.config import DedupConfig
 from pipeline.dedup.components import EDGES, LABELS, connected_components, star_labels, write_undirected
-from pipeline.dedup.keys import (KEY_BYTES, MinHasher, compact_signature, exact_digest, line_digest, url_digest)
+from pipeline.dedup.keys import KEY_BYTES, MinHasher, compact_signature, exact_digest, line_digest, url_digest
 from pipeline.dedup.shuffle import WorkArea, digest_partitions
 from pipeline.io import RunLayout, parquet_files, write_json
-from pipeline.report import peak_rss_mb
-from pipeline.runtime import Output, Shard, ShardResult, Stage, run_stage
+from pipeline.runtime import DOCUMENTS, Input, Output, Shard, ShardResult, Stage
 from pipeline.sources import InputError
 
 STAGE = "dedup"
@@ -84,7 +84,8 @@ def date_key(crawl_date: str | None) -> str:
 
 
 def node_id(crawl_date: str | None, doc_id: str, shard: int, row: int, exact: bytes, url: bytes | None) -> str:
-    return _SEP.join([date_key(crawl_date) + doc_id, f"{shard:06d}", f"{row:09d}", exact.hex(), url.hex() if url else ""])
+    return _SEP.join([date_key(crawl_date) + doc_id, f"{shard:06d}", f"{row:09d}", exact.hex(),
+                      url.hex() if url else ""])
 
 
 def parse_node(node: str) -> dict[str, Any]:
@@ -114,7 +115,8 @@ def get_hasher(cfg: DedupConfig) -> MinHasher:
     return _HASHERS[key]
 
 
-def document_keys(text: str, url: str | None, cfg: DedupConfig) -> tuple[bytes, bytes | None, list[tuple[bytes, bytes | None]]]:
+def document_keys(text: str, url: str | None,
+                  cfg: DedupConfig) -> tuple[bytes, bytes | None, list[tuple[bytes, bytes | None]]]:
     """A document's exact digest, URL digest, and the (key, signature) records it contributes to grouping."""
     exact = exact_digest(text, case=cfg.normalize_case, whitespace=cfg.normalize_whitespace)
     url_key = url_digest(url)
@@ -145,7 +147,8 @@ def remove_lines(text: str, repeated: set[int], cfg: DedupConfig) -> tuple[str, 
     return "\n".join(kept).strip(), len(lines) - len(kept)
 
 
-def link_band_group(nodes: list[str], signatures: list[bytes | None], threshold: float | None) -> tuple[list[tuple[str, str]], int]:
+def link_band_group(nodes: list[str], signatures: list[bytes | None],
+                    threshold: float | None) -> tuple[list[tuple[str, str]], int]:
     """Edges for one LSH band group (nodes sorted, smallest first). Without a threshold every member joins
     the smallest; with one, a member joins the first centre whose signature agrees on >= threshold of the
     permutations, else becomes a centre itself. Returns the edges and the number of members rejected."""
@@ -188,7 +191,8 @@ def _read_docs(path: str, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
-def _rows_of_keys_above(table: pa.Table, key: str, column: str, aggregation: str, limit: int) -> tuple[pa.Table, pa.Array]:
+def _rows_of_keys_above(table: pa.Table, key: str, column: str, aggregation: str,
+                        limit: int) -> tuple[pa.Table, pa.Array]:
     """The rows whose key's `aggregation` of `column` exceeds `limit`, and those keys."""
     totals = table.group_by(key).aggregate([(column, aggregation)])
     keys = totals.filter(pc.greater(totals[f"{column}_{aggregation}"], limit))[key].combine_chunks()
@@ -371,7 +375,8 @@ def dedup_shard(shard: int, path: str, stats, cfg: DedupConfig, work_root: str) 
 
 def _docs_shards(docs_dir: Path) -> list[tuple[int, str]]:
     if not docs_dir.is_dir():
-        raise DedupInputError(f"dedup: docs folder {docs_dir} does not exist (run `curate extract` first, or pass --docs)")
+        raise DedupInputError(f"dedup: docs folder {docs_dir} does not exist "
+                              "(run `curate extract` first, or pass --docs)")
     files = parquet_files(docs_dir)
     if not files:
         raise DedupInputError(f"dedup: docs folder {docs_dir} holds no *.parquet files")
@@ -412,14 +417,18 @@ class DedupStage(Stage):
 
     name = STAGE
     section = "dedup"
+    inputs = (Input(DOCUMENTS, config="dedup.docs"),)
     outputs = (Output("unique", schemas.UNIQUE),)
     plan_follows_settings = True  # the input files are one of the settings
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.docs_dir = Path(cfg.dedup.docs) if cfg.dedup.docs else RunLayout(cfg.out).dataset("docs")
         self.work = WorkArea(RunLayout(cfg.out).root / "_work" / STAGE)
         self.steps: dict[str, Any] = {}
+
+    @property
+    def docs_dir(self) -> Path:
+        return self.input_folder()
 
     def settings(self) -> dict[str, Any]:
         return dedup_settings(self.cfg.dedup, _docs_shards(self.docs_dir))
@@ -479,11 +488,3 @@ class DedupStage(Stage):
         return (f"[{STAGE}] {summary['input']} docs in {summary['shards']} shards -> {summary['kept']} kept, "
                 f"{summary.get('edges', 0)} edges, {summary.get('cc_rounds', 0)} component round(s), "
                 f"{summary['seconds']:.1f}s")
-
-
-def run(cfg, docs_dir: str | Path | None = None, *, quiet: bool = False) -> dict[str, Any]:
-    """Deduplicate the docs of `cfg` (a RunConfig) -- `<cfg.out>/docs`, `dedup.docs` or `docs_dir` -- into
-    `<cfg.out>/unique`."""
-    if docs_dir is not None:
-        cfg = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"docs": str(docs_dir)})})
-    return run_stage(DedupStage(cfg), quiet=quiet)

@@ -12,7 +12,8 @@ def register_cli(subparsers) -> None:
     llm = subparsers.add_parser("llm", help="build the tiny local model; serve a model with vLLM on 127.0.0.1")
     sub = llm.add_subparsers(dest="llm_command", required=True)
 
-    p = sub.add_parser("tiny-model", help="build a tiny random-weight Llama-architecture model folder (labels are noise)")
+    p = sub.add_parser("tiny-model",
+                       help="build a tiny random-weight Llama-architecture model folder (labels are noise)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--seed", type=int, default=0)
@@ -55,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.start()
         print(f"starting vLLM: pid {server.pid}, log {server.log_path}", flush=True)
         waited = server.wait_ready()
-        print(f"ready after {waited:.1f}s: url {server.url} model {args.served_model_name} pid {server.pid}", flush=True)
+        print(f"ready after {waited:.1f}s: url {server.url} model {args.served_model_name} pid {server.pid}",
+              flush=True)
         print(f"use it with: curate annotate --llm-url {server.url} --llm-model {args.served_model_name} ...",
               flush=True)
         while not stop.wait(1.0):

@@ -41,6 +41,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
 from pipeline.errors import CurateError, StageStopped
 from pipeline.llm.parse import integer_fields, value_logprobs
 

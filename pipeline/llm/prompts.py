@@ -30,6 +30,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
 from pipeline.errors import CurateError
 
 DOCUMENT = "{{document}}"
@@ -168,7 +169,8 @@ def load_prompt(prompt_id: str, prompts_dir: str | Path | None = None) -> Prompt
     all_text = "\n".join(content for _, content in messages)
     unknown = sorted({m.group(0) for m in _PLACEHOLDER.finditer(all_text)} - {DOCUMENT})
     if unknown:
-        raise PromptError(f"{path}: unknown placeholder(s) {', '.join(unknown)} (only {DOCUMENT}, {TAXONOMY} and {FORMATS})")
+        raise PromptError(f"{path}: unknown placeholder(s) {', '.join(unknown)} "
+                          f"(only {DOCUMENT}, {TAXONOMY} and {FORMATS})")
     count = all_text.count(DOCUMENT)
     if count != 1:
         raise PromptError(f"{path}: {DOCUMENT} must appear exactly once, found {count}")

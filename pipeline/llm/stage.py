@@ -104,6 +104,7 @@ class LLMStage(Stage):
     `num_actors` sizes the pool), `outputs`, and implement `plan`, `requests` and `result`."""
 
     role = "side"
+    needs_llm = True
     supports_engine: ClassVar[bool] = False
     # Shards in flight per server-backend actor: while one shard's rows are built, the next one's requests wait.
     per_actor: ClassVar[int] = 2

@@ -9,6 +9,6 @@
 See docs/rewrite.md.
 """
 
-from pipeline.rewrite.stage import STAGE, RewriteStage, route, run
+from pipeline.rewrite.stage import STAGE, RewriteStage, route
 
-__all__ = ["STAGE", "RewriteStage", "route", "run"]
+__all__ = ["STAGE", "RewriteStage", "route"]

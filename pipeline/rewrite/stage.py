@@ -15,8 +15,8 @@ Steps, each testable alone:
   that missed its threshold (`unfaithful_rewrite`, `low_rewrite_quality`; pure).
 - `RewriteStage`: an LLM stage (pipeline.llm.stage): the corpus streamed into shards, each answered through
   the shared LLM client (retries, response cache) on Ray actors; the runtime writes synthetic/, decisions/
-  and the shard markers, and `finish` the dataset card (synthetic/README.md).
-- `run`: the Python API, `run_stage(RewriteStage(cfg))`.
+  and the shard markers, and `finish` the dataset card (synthetic/README.md, pipeline.cards.synthetic). It
+  runs through the registry: `pipeline.stages.run_stages(cfg, "rewrite")`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,16 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from classifiers.artifact import ArtifactError, ClassifierArtifact
 from pipeline import schemas
+from pipeline.cards.synthetic import (
+    SCORE_COLUMNS,
+    ScoreLegend,
+    merge_score_stats,
+    score_stats,
+    scores_line,
+    write_card,
+)
 from pipeline.config import ConfigError
 from pipeline.io import RunLayout
 from pipeline.llm.client import Completion, LLMError, canonical_json
@@ -53,7 +62,7 @@ from pipeline.rewrite.checks import (
     threshold_on,
 )
 from pipeline.rewrite.chunking import chunk_text
-from pipeline.runtime import Output, Shard, ShardResult, run_stage
+from pipeline.runtime import Input, Output, Shard, ShardResult
 from pipeline.sources import InputError
 
 STAGE = "rewrite"
@@ -71,11 +80,11 @@ QA_TASKS = ("qa_pairs",)
 CORPUS_COLUMNS = ["doc_id", "url", "text", "language", "quality_prob"]
 # Rewrite settings that do not shape the answers: the input selection and how the work is cut and spread.
 NOT_SETTINGS = {"enabled", "corpus", "limit", "shard_size", "num_actors", "styles"}
-# The scores a rewrite is decided on (synthetic/ columns), and the reasons of a score drop.
-SCORE_COLUMNS = ("rewrite_quality_prob", "faithfulness")
+# The reasons of a score drop (the scores are pipeline.cards.synthetic.SCORE_COLUMNS).
 SCORE_REASONS = (UNFAITHFUL_REWRITE, LOW_REWRITE_QUALITY)
-# The card's histograms: SCORE_BINS equal bins over [0, 1].
-SCORE_BINS = 10
+# What the card and the summary say of the scores.
+SCORE_LEGEND = ScoreLegend(method=faith.METHOD, coverage_target=faith.COVERAGE_TARGET, unfaithful=UNFAITHFUL_REWRITE,
+                           low_quality=LOW_REWRITE_QUALITY, threshold_on=threshold_on)
 
 
 class RewriteInputError(InputError):
@@ -300,9 +309,9 @@ def decision_row(doc: dict[str, Any], outcome: str, failure: Failure, source: st
 
 
 # ------------------------------------------------------------------------------------------- planning
-def resolve_corpus_dir(cfg) -> Path:
-    """rewrite.corpus, else the run's corpus/ (classify's kept pages), with the columns routing needs."""
-    folder = corpus_folder(cfg)
+def check_corpus_dir(folder: Path) -> Path:
+    """The corpus to rewrite (rewrite.corpus, else the run's corpus/: classify's kept pages) must hold Parquet
+    files with the columns routing needs."""
     if not any(folder.glob("*.parquet")):
         raise RewriteInputError(f"rewrite: no Parquet files in {folder} (run classify first or pass --corpus)")
     for path in sorted(folder.glob("*.parquet")):
@@ -313,27 +322,20 @@ def resolve_corpus_dir(cfg) -> Path:
 
 
 def corpus_folder(cfg) -> Path:
-    """rewrite.corpus, else the run's corpus/ (unchecked: `resolve_corpus_dir` checks it)."""
+    """rewrite.corpus, else the run's corpus/ (what the stage's input resolves to; unchecked)."""
     return Path(cfg.rewrite.corpus or Path(cfg.out) / "corpus")
 
 
-def corpus_card_classifier(corpus_dir: Path) -> str | None:
-    """The classifier folder named in the corpus card's YAML header (`classifier.path`, written by classify),
-    or None when the corpus has no such card."""
-    import yaml
+def manifest_classifier(corpus_dir: Path) -> str | None:
+    """The classifier folder that scored the corpus, as its manifest records it (`classifier.path` of
+    `_manifest.json`, written by classify), or None when the corpus has no such manifest."""
+    import json
 
-    card = corpus_dir / "README.md"
     try:
-        text = card.read_text()
-    except OSError:
+        manifest = json.loads((corpus_dir / "_manifest.json").read_text())
+    except (OSError, ValueError):
         return None
-    if not text.startswith("---\n") or "\n---" not in text[4:]:
-        return None
-    try:
-        header = yaml.safe_load(text[4 : text.index("\n---", 4)])
-    except yaml.YAMLError:
-        return None
-    classifier = header.get("classifier") if isinstance(header, dict) else None
+    classifier = manifest.get("classifier") if isinstance(manifest, dict) else None
     path = classifier.get("path") if isinstance(classifier, dict) else None
     return str(path) if path else None
 
@@ -346,20 +348,20 @@ class ClassifierChoice:
     found_by: str  # the setting or file that named it, or what was looked at
 
 
-def resolve_quality_classifier(cfg) -> ClassifierChoice:
+def resolve_quality_classifier(cfg, corpus_dir: Path | None = None) -> ClassifierChoice:
     """The classifier that scored the corpus, to score its rewrites on the same scale: classify.classifier
-    (this config names it), else the corpus card's `classifier.path` (the one whose quality_prob routed these
+    (this config names it), else the one the corpus manifest names (the one whose quality_prob routed these
     pages), else the run's <out>/classifier (distil's output). A named folder that is not a usable classifier
     is an error; with none found, quality scoring is off, which rewrite.min_quality_prob must allow (checked
-    by `check_quality_classifier`)."""
-    from pipeline.classify import ClassifyError, check_classifier
+    by `check_quality_classifier`). `corpus_dir`: the corpus rewritten (default: rewrite.corpus, else
+    <out>/corpus)."""
 
     def usable(folder: Path, named_by: str) -> bool:
         if not (folder / "config.yaml").is_file():
             return False
         try:
-            check_classifier(folder)
-        except ClassifyError as exc:
+            ClassifierArtifact.load(folder)
+        except ArtifactError as exc:
             raise ConfigError(f"rewrite: the quality classifier named by {named_by} is not usable: {exc}") from None
         return True
 
@@ -369,15 +371,16 @@ def resolve_quality_classifier(cfg) -> ClassifierChoice:
             raise ConfigError(f"classify.classifier: {explicit} is not a classifier folder (no config.yaml); "
                               "rewrites are scored with it (rewrite.min_quality_prob)")
         return ClassifierChoice(str(explicit), "classify.classifier")
-    corpus = corpus_folder(cfg)
-    from_card = corpus_card_classifier(corpus)
-    if from_card and usable(Path(from_card), f"the corpus card {corpus / 'README.md'}"):
-        return ClassifierChoice(from_card, f"the corpus card ({corpus / 'README.md'})")
+    corpus = corpus_folder(cfg) if corpus_dir is None else Path(corpus_dir)
+    manifest = corpus / "_manifest.json"
+    from_manifest = manifest_classifier(corpus)
+    if from_manifest and usable(Path(from_manifest), f"the corpus manifest {manifest}"):
+        return ClassifierChoice(from_manifest, f"the corpus manifest ({manifest})")
     own = RunLayout(cfg.out).dataset("classifier")
     if usable(own, f"the run folder ({own})"):
         return ClassifierChoice(str(own), "the run folder (<out>/classifier)")
-    looked = ["classify.classifier (not set)", f"the corpus card {corpus / 'README.md'}"
-              + (f" (names {from_card}, not a classifier folder)" if from_card else " (none or no classifier)"),
+    looked = ["classify.classifier (not set)", f"the corpus manifest {manifest}"
+              + (f" (names {from_manifest}, not a classifier folder)" if from_manifest else " (none or no classifier)"),
               f"{own} (no config.yaml)"]
     return ClassifierChoice(None, "none found: looked at " + ", ".join(looked))
 
@@ -397,37 +400,6 @@ def quality_scores(classifier, texts: list[str]) -> list[float | None]:
     if classifier is None:
         return [None] * len(texts)
     return [float(p) for p in classifier.score(texts)] if texts else []
-
-
-def histogram(values: Sequence[float | None], bins: int = SCORE_BINS) -> list[int]:
-    """Counts of `values` in `bins` equal bins over [0, 1] (1.0 in the last); None and NaN left out."""
-    counts = [0] * bins
-    for value in values:
-        if value is not None and not math.isnan(value):
-            counts[min(int(value * bins), bins - 1)] += 1
-    return counts
-
-
-def score_stats(values: Sequence[float | None]) -> dict[str, Any]:
-    """What a shard marker keeps of a list of scores: histogram, count and sum (markers add up)."""
-    present = [v for v in values if v is not None and not math.isnan(v)]
-    return {"hist": histogram(present), "n": len(present), "sum": round(sum(present), 6)}
-
-
-def add_score_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    return {"hist": [x + y for x, y in zip(a["hist"], b["hist"])], "n": a["n"] + b["n"],
-            "sum": round(a["sum"] + b["sum"], 6)}
-
-
-def merge_score_stats(markers: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{"kept"|"dropped": {score column: stats}} summed over the shard markers (`dropped`: by a score)."""
-    empty = score_stats([])
-    total = {group: {column: dict(empty) for column in SCORE_COLUMNS} for group in ("kept", "dropped")}
-    for marker in markers:
-        for group, columns in (marker.get("scores") or {}).items():
-            for column, stats in columns.items():
-                total[group][column] = add_score_stats(total[group][column], stats)
-    return total
 
 
 def iter_shards(folder: Path, shard_size: int, limit: int | None,
@@ -458,137 +430,6 @@ def read_shard_docs(path: str, doc_ids: list[str]) -> list[dict[str, Any]]:
     return [by_id[doc_id] for doc_id in doc_ids if doc_id in by_id]
 
 
-# ------------------------------------------------------------------------------------- card, summary
-def card_section(cfg, summary: dict[str, Any]) -> str:
-    """The synthetic data's section of a dataset card (markdown)."""
-    rewrite = cfg.rewrite
-    lines = [
-        "## Synthetic rewrites",
-        "",
-        f"Rewrites of pages of `{summary['corpus']}` by `{summary['model']}` (served by vLLM), made by "
-        "`curate rewrite`. Each row's `doc_id` is its source page's; `prompt_id`, `prompt_hash`, `model` and "
-        "`sampling_params` say how it was made. Pages were routed by the classifier's `quality_prob`, in the "
-        "manner of Nemotron-CC:",
-        "",
-        f"- `quality_prob >= {rewrite.high_threshold}`: {', '.join(f'`{s}`' for s in rewrite.high_styles)}",
-        f"- `{rewrite.mid_threshold} <= quality_prob < {rewrite.high_threshold}`: "
-        f"{', '.join(f'`{s}`' for s in rewrite.mid_styles)}",
-        f"- below `{rewrite.mid_threshold}`: not rewritten",
-        "",
-        f"Styles run: {', '.join(f'`{s}`' for s in rewrite.styles)}. Pages were split on paragraph boundaries "
-        f"into chunks of at most {rewrite.chunk_tokens} tokens (counted with {summary['tokenizer']}), rewritten "
-        "chunk by chunk and reassembled in order.",
-        "",
-        "| prompt id | style | prompt hash | max tokens per chunk | rows |",
-        "|---|---|---|---|---|",
-    ]
-    for prompt_id, style in summary["styles"].items():
-        lines.append(f"| `{prompt_id}` | {style['style']} | `{style['prompt_hash']}` | {style['max_tokens']} | "
-                     f"{summary['kept_by_style'].get(style['style'], 0)} |")
-    lines += [
-        "",
-        f"Sampling parameters: `{canonical_json(summary['sampling_params'])}`.",
-        "",
-        f"Of {summary['input']} (page, style) units from {summary['docs']} pages, {summary['kept']} passed every "
-        f"check ({summary['kept_completion_tokens']} generated tokens kept). A rewrite is dropped when an answer "
-        "is empty or cut at the token limit, a question-answer answer does not parse into pairs, the output "
-        f"copies the source verbatim (more than {rewrite.max_copy_ratio:.0%} of its words in runs of "
-        f"{rewrite.copy_ngram}), or is in another language than the source"
-        f"{'' if rewrite.check_language else ' (language check off)'}; a rewrite passing those checks is then "
-        "dropped when its scores miss their thresholds (below). Reasons, per unit, are in `decisions/rewrite` "
-        "(the detail of a score drop lists every score):",
-        "",
-        "| outcome | reason | units |",
-        "|---|---|---|",
-    ]
-    for outcome in ("dropped", "errored"):
-        for reason, count in summary[outcome].items():
-            lines.append(f"| {outcome} | {reason} | {count} |")
-    return "\n".join(lines + ["", *scores_section(rewrite, summary)]) + "\n"
-
-
-def _threshold(value: float | None) -> str:
-    return f"{value}" if threshold_on(value) else "off"
-
-
-def _mean(stats: dict[str, Any]) -> str:
-    return f"{stats['sum'] / stats['n']:.3f}" if stats["n"] else "-"
-
-
-def scores_section(rewrite_cfg, summary: dict[str, Any]) -> list[str]:
-    """The card's "Scores" part: what each score is, its threshold, and both distributions (histogram, count
-    and mean) for the kept rewrites and for those dropped by a score."""
-    classifier = summary["quality_classifier"]
-    scores = summary["scores"]
-    if classifier["path"]:
-        quality = (f"the quality classifier `{classifier['path']}` (found by {classifier['found_by']}, sha256 "
-                   f"`{(classifier['sha256'] or '')[:16]}`) on the rewrite's text, the classifier that scored the "
-                   "corpus")
-    else:
-        quality = f"not scored: no quality classifier ({classifier['found_by']})"
-    lines = [
-        "### Scores",
-        "",
-        "Every rewrite that passed the checks above is scored, and kept only when each score reaches its "
-        "threshold (`off`: the score is recorded, nothing is dropped for it):",
-        "",
-        f"- `faithfulness` >= {_threshold(rewrite_cfg.min_faithfulness)} (`rewrite.min_faithfulness`, else "
-        f"`{UNFAITHFUL_REWRITE}`): each chunk's answer against its own chunk, (1 - invented_frac) x min(1, "
-        "kept_content_frac / the style's coverage target), the lowest chunk's; `invented_frac` is the share of "
-        "the rewrite's numbers and named terms not in the source, `kept_content_frac` the share of the source's "
-        "content words, numbers and named terms the rewrite keeps (`pipeline/rewrite/faithfulness.py`, "
-        f"{faith.METHOD}; targets {', '.join(f'{k} {v}' for k, v in faith.COVERAGE_TARGET.items())}).",
-        f"- `rewrite_quality_prob` >= {_threshold(rewrite_cfg.min_quality_prob)} (`rewrite.min_quality_prob`, "
-        f"else `{LOW_REWRITE_QUALITY}`): {quality}.",
-        "",
-        "Unfaithful is decided first. Distributions (rewrites per score range):",
-        "",
-        "| score range | kept: faithfulness | dropped by a score: faithfulness | kept: rewrite_quality_prob | "
-        "dropped by a score: rewrite_quality_prob |",
-        "|---|---|---|---|---|",
-    ]
-    columns = [scores[group][column] for column in ("faithfulness", "rewrite_quality_prob")
-               for group in ("kept", "dropped")]
-    for index in range(SCORE_BINS):
-        low, high = index / SCORE_BINS, (index + 1) / SCORE_BINS
-        label = f"[{low:.1f}, {high:.1f}" + ("]" if index == SCORE_BINS - 1 else ")")
-        lines.append(f"| {label} | " + " | ".join(str(c["hist"][index]) for c in columns) + " |")
-    lines.append("| rewrites scored | " + " | ".join(str(c["n"]) for c in columns) + " |")
-    lines.append("| mean | " + " | ".join(_mean(c) for c in columns) + " |")
-    return lines
-
-
-def scores_line(scores: dict[str, Any], rewrite_cfg) -> str:
-    """One line of the stage summary: the kept rewrites' mean scores, how many a score dropped, thresholds."""
-    kept, dropped = scores["kept"], scores["dropped"]
-    return (f"scores: kept mean faithfulness {_mean(kept['faithfulness'])}, rewrite_quality_prob "
-            f"{_mean(kept['rewrite_quality_prob'])}; {dropped['faithfulness']['n']} dropped by a score "
-            f"(rewrite.min_faithfulness {_threshold(rewrite_cfg.min_faithfulness)}, rewrite.min_quality_prob "
-            f"{_threshold(rewrite_cfg.min_quality_prob)})")
-
-
-def write_card(layout: RunLayout, cfg, summary: dict[str, Any]) -> Path:
-    """synthetic/README.md: a YAML header for tools, then the card section."""
-    import yaml
-
-    from pipeline.io import _atomic_target
-
-    header = {"pretty_name": "synthetic rewrites", "source_corpus": summary["corpus"], "model": summary["model"],
-              "styles": {pid: s["prompt_hash"] for pid, s in summary["styles"].items()},
-              "rows": summary["kept"], "complete": summary["complete"],
-              "min_faithfulness": cfg.rewrite.min_faithfulness, "min_quality_prob": cfg.rewrite.min_quality_prob,
-              "quality_classifier": summary["quality_classifier"]["path"]}
-    text = "---\n" + yaml.safe_dump(header, sort_keys=True) + "---\n\n" + card_section(cfg, summary)
-    path = layout.dataset(SYNTHETIC) / "README.md"
-    tmp = _atomic_target(path)
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 # ------------------------------------------------------------------------------------------- the stage
 @dataclass
 class RewriteTools:
@@ -605,7 +446,12 @@ class RewriteStage(LLMStage):
 
     name = STAGE
     section = "rewrite"
+    inputs = (Input("corpus", config="rewrite.corpus"),)
     outputs = (Output(SYNTHETIC, schemas.SYNTHETIC),)
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return cfg.rewrite.enabled
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -623,14 +469,12 @@ class RewriteStage(LLMStage):
     @cached_property
     def quality_classifier(self) -> ClassifierChoice:
         """The classifier rewrites are scored with (resolve_quality_classifier), resolved once in the driver."""
-        return resolve_quality_classifier(self.cfg)
+        return resolve_quality_classifier(self.cfg, self.input_folder("corpus"))
 
     @cached_property
     def quality_classifier_fingerprint(self) -> str | None:
-        from pipeline.classify import classifier_fingerprint
-
         folder = self.quality_classifier.folder
-        return classifier_fingerprint(folder) if folder else None
+        return ClassifierArtifact.load(folder).fingerprint() if folder else None
 
     def check(self) -> None:
         super().check()
@@ -652,7 +496,7 @@ class RewriteStage(LLMStage):
                 "tokenizer": self.tokenizer, **{f"rewrite.{key}": value for key, value in rewrite.items()}}
 
     def plan(self) -> list[Shard]:
-        self.corpus_dir = resolve_corpus_dir(self.cfg)
+        self.corpus_dir = check_corpus_dir(self.input_folder("corpus"))
         rewrite = self.cfg.rewrite
         return [Shard(key=key, source=str(self.corpus_dir), payload=(path, doc_ids))
                 for key, path, doc_ids in iter_shards(self.corpus_dir, rewrite.shard_size, rewrite.limit,
@@ -750,7 +594,7 @@ class RewriteStage(LLMStage):
                      quality_classifier={"path": self.quality_classifier.folder,
                                          "found_by": self.quality_classifier.found_by,
                                          "sha256": self.quality_classifier_fingerprint})
-        write_card(RunLayout(self.cfg.out), self.cfg, {**summary, **extra})
+        write_card(RunLayout(self.cfg.out), self.cfg, {**summary, **extra}, SCORE_LEGEND)
         return extra
 
     def format_summary(self, summary: dict[str, Any]) -> str:
@@ -760,7 +604,7 @@ class RewriteStage(LLMStage):
         for outcome in ("dropped", "errored"):
             for reason, count in summary[outcome].items():
                 lines.append(f"  {outcome} {reason}: {count}")
-        lines.append(f"  {scores_line(summary['scores'], self.cfg.rewrite)}")
+        lines.append(f"  {scores_line(summary['scores'], self.cfg.rewrite, SCORE_LEGEND)}")
         lines.append(f"  this run: {this_run['http_requests']} requests, {this_run['cache_hits']} cache hits, "
                      f"{this_run['completion_tokens']} tokens generated ({this_run['completion_tokens_per_s']}/s), "
                      f"{this_run['seconds']}s")
@@ -768,11 +612,3 @@ class RewriteStage(LLMStage):
             lines.append(f"  incomplete: {summary['transient_errors']} units failed on transient errors; rerun to "
                          "retry")
         return "\n".join(lines)
-
-
-def run(cfg, corpus_dir: str | Path | None = None, *, quiet: bool = False) -> dict[str, Any]:
-    """Rewrite `corpus_dir` (default: rewrite.corpus, else <cfg.out>/corpus) into `<cfg.out>/synthetic`;
-    returns the stage summary (`complete` is False while transient errors remain)."""
-    if corpus_dir is not None:
-        cfg = cfg.model_copy(update={"rewrite": cfg.rewrite.model_copy(update={"corpus": str(corpus_dir)})})
-    return run_stage(RewriteStage(cfg), quiet=quiet)

@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.config import RayConfig
 from pipeline.errors import CurateError
 from pipeline.progress import progress
-from pipeline.runtime.runner import execute_shard, execute_shard_async, is_async
+from pipeline.runtime.shards import execute_shard, execute_shard_async, is_async
 from pipeline.runtime.stage import Shard, Stage
 
 # Ray resolves "127.0.0.1" to the host's interface address and binds its raylet, GCS and agents there.
@@ -247,7 +247,9 @@ class RayExecutor:
         if resources.env:
             options["runtime_env"] = {"env_vars": resources.env}
         actor_cls = ray.remote(worker_cls).options(**options)
-        actors = [actor_cls.remote(stage) for _ in range(max(1, min(resources.num_actors, len(shards))))]
+        # no more actors than shards, nor than the cluster can place at once (they would wait for CPUs)
+        fits = int(cluster_cpus() // resources.num_cpus) if resources.num_cpus else resources.num_actors
+        actors = [actor_cls.remote(stage) for _ in range(max(1, min(resources.num_actors, len(shards), fits)))]
         try:
             self._get([actor.ready.remote() for actor in actors])
             load = {id(actor): 0 for actor in actors}

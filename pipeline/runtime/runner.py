@@ -13,30 +13,21 @@ Driver side (`run_stage`):
 6. Sum the markers (conservation per shard and per stage), `stage.finish()`, the stage marker when nothing
    is left to retry, the summary line.
 
-Worker side (`execute_shard`): `process` -> conservation check -> data files -> decisions -> marker, in
-that order, each written atomically under a deterministic name: a crash at any point leaves either no
-marker (the shard is redone, its files overwritten, no duplicate rows) or a complete shard.
+Worker side: `pipeline.runtime.shards` (`execute_shard`), run by the executors.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import os
-import shutil
 import time
-import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from pipeline import schemas
-from pipeline.errors import CurateError, output_error
-from pipeline.io import RunLayout, write_json, write_parquet
-from pipeline.report import ConservationError
-from pipeline.runtime.stage import Shard, ShardResult, Stage
+from pipeline.accounting import summarize_stage
+from pipeline.errors import CurateError
+from pipeline.io import RunLayout, canonical, read_json, write_json
+from pipeline.runtime.executor import default_executor
+from pipeline.runtime.stage import Shard, Stage
 
 
 class StageFailed(CurateError):
@@ -47,73 +38,10 @@ class StageIncomplete(CurateError):
     """Shards of a stage failed for transient reasons; a rerun of the same command retries only those."""
 
 
-# ------------------------------------------------------------------------------------------- worker side
-def _as_table(rows: pa.Table | list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    return rows if isinstance(rows, pa.Table) else schemas.from_rows(rows, schema)
-
-
-def write_shard(stage: Stage, shard: Shard, result: ShardResult, started: float) -> dict[str, Any]:
-    """Data files, then decisions, then the marker (last: a shard is complete exactly when it exists)."""
-    layout = RunLayout(stage.cfg.out)
-    result.stats.check()
-    try:
-        return _write_files(stage, shard, result, started, layout)
-    except OSError as exc:
-        fixable = output_error(exc)
-        if fixable is None:
-            raise
-        raise fixable from None
-
-
-def _write_files(stage: Stage, shard: Shard, result: ShardResult, started: float, layout: RunLayout) -> dict[str, Any]:
-    for output in stage.outputs:
-        if output.dataset not in result.rows:
-            continue  # a shard that makes no rows of this output at all (one pass of a two-output stage)
-        table = _as_table(result.rows[output.dataset], output.schema)  # empty rows: an empty file, same schema
-        write_parquet(table, layout.dataset(output.dataset) / f"{shard.key}.parquet", output.schema)
-    if stage.writes_decisions:
-        write_parquet(_as_table(result.decisions, schemas.DECISIONS),
-                      layout.decisions(stage.name) / f"{shard.key}.parquet", schemas.DECISIONS)
-    for destination, folder in result.artifacts.items():
-        replace_dir(Path(folder), Path(destination))
-    marker = result.stats.to_json()
-    marker["transient_errors"] = result.transient
-    marker["artifacts"] = sorted(str(Path(destination).absolute()) for destination in result.artifacts)
-    marker.setdefault("seconds", round(time.perf_counter() - started, 3))
-    write_json(marker, layout.marker(stage.name, shard.key))
-    return marker
-
-
-def execute_shard(stage: Stage, worker: Any, shard: Shard) -> dict[str, Any]:
-    """Run one shard to completion in this process (sync `process`)."""
-    started = time.perf_counter()
-    return write_shard(stage, shard, stage.process(worker, shard), started)
-
-
-async def execute_shard_async(stage: Stage, worker: Any, shard: Shard) -> dict[str, Any]:
-    """Run one shard to completion (async `process`: LLM stages share one event loop and client)."""
-    started = time.perf_counter()
-    return write_shard(stage, shard, await stage.process(worker, shard), started)
-
-
-def is_async(stage: Stage) -> bool:
-    return inspect.iscoroutinefunction(type(stage).process)
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Replace folder `target` with the finished folder `new` by two renames: readers see the old folder or
-    the new one, never a half-written one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 # ------------------------------------------------------------------------------------------- driver side
 def _stage_folders(layout: RunLayout, stage: Stage) -> list[Path]:
-    folders = [layout.dataset(output.dataset) for output in stage.outputs]
+    """The folders holding one file per shard of the stage (not those `finish` writes whole)."""
+    folders = [layout.dataset(output.dataset) for output in stage.outputs if output.per_shard]
     if stage.writes_decisions:
         folders.append(layout.decisions(stage.name))
     return folders
@@ -146,8 +74,16 @@ def forget_shards(layout: RunLayout, stage: Stage) -> None:
             path.unlink(missing_ok=True)
 
 
-def _canonical(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+def forget_rewritten_inputs(layout: RunLayout, stage: Stage, shards: list[Shard]) -> None:
+    """A shard whose input files (`Shard.reads`) were written again after it finished is redone: the settings
+    guard cannot see that (same settings, new input rows: a WARC retried by extract, a file scored again)."""
+    for shard in shards:
+        marker = layout.marker(stage.name, shard.key)
+        if not shard.reads or not marker.exists():
+            continue
+        done_at = marker.stat().st_mtime_ns
+        if any(Path(path).exists() and Path(path).stat().st_mtime_ns > done_at for path in shard.reads):
+            marker.unlink()
 
 
 def read_markers(layout: RunLayout, stage: Stage, keys: list[str]) -> list[dict[str, Any]]:
@@ -155,28 +91,15 @@ def read_markers(layout: RunLayout, stage: Stage, keys: list[str]) -> list[dict[
     for key in keys:
         path = layout.marker(stage.name, key)
         if path.exists():
-            markers.append(json.loads(path.read_text()))
+            markers.append(read_json(path))
     return markers
 
 
 def summarize(stage: Stage, shards: list[Shard], markers: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over the plan's markers; conservation is checked per shard and for the stage."""
-    dropped: Counter = Counter()
-    errored: Counter = Counter()
-    total_in = kept = transient = 0
-    for marker in markers:
-        accounted = marker["kept"] + sum(marker["dropped"].values()) + sum(marker["errored"].values())
-        if accounted != marker["input"]:
-            raise ConservationError(f"{stage.name} shard {marker['shard']}: input {marker['input']} != "
-                                    f"accounted {accounted}")
-        total_in += marker["input"]
-        kept += marker["kept"]
-        dropped.update(marker["dropped"])
-        errored.update(marker["errored"])
-        transient += marker.get("transient_errors", 0)
-    return {"stage": stage.name, "shards": len(shards), "input": total_in, "kept": kept,
-            "dropped": dict(sorted(dropped.items())), "errored": dict(sorted(errored.items())),
-            "transient_errors": transient, "complete": len(markers) == len(shards) and transient == 0}
+    totals = summarize_stage(stage.name, markers)
+    return {"stage": stage.name, **{key: value for key, value in totals.items() if key != "conserved"},
+            "shards": len(shards), "complete": len(markers) == len(shards) and totals["transient_errors"] == 0}
 
 
 def standard_line(summary: dict[str, Any], unit: str) -> str:
@@ -203,17 +126,45 @@ def check_output_root(layout: RunLayout) -> None:
         raise CurateError(f"--out {layout.root}: permission denied ({existing} is not writable by this user)")
 
 
+def _written_folders(stage: Stage) -> list[Path]:
+    layout = RunLayout(stage.cfg.out)
+    folders = [layout.dataset(output.dataset) for output in stage.outputs]
+    folders += [layout.dataset(name) for name in stage.artifacts]
+    return folders + ([layout.decisions(stage.name)] if stage.writes_decisions else [])
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_inputs_not_outputs(stages: list[Stage]) -> None:
+    """Refuse, before anything is written, a command whose stage would read a folder that it or a later stage
+    of the same command writes (`--docs RUN/unique --out RUN` for dedup, `--docs RUN/corpus --out RUN` for
+    classify): the input would be overwritten while it is read. Paths are compared resolved (symlinks, `..`).
+    A stage reading what an earlier stage of the command wrote is the data flow, not a conflict."""
+    for at, stage in enumerate(stages):
+        for spec in stage.inputs:
+            source = stage.input_folder(spec.dataset).resolve()
+            for later in stages[at:]:
+                for written in _written_folders(later):
+                    if _inside(source, written.resolve()):
+                        option = f" (--set {spec.config}=...)" if spec.config else ""
+                        raise CurateError(
+                            f"{stage.name}: its input {stage.input_folder(spec.dataset)}{option} is "
+                            f"{'' if source == written.resolve() else 'inside '}{written}, which {later.name} "
+                            "writes in this run: it would be overwritten while it is read. Give an input outside "
+                            "the run folder's outputs, or another --out")
+
+
 def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, Any]:
     """Run `stage` in its run folder (`stage.cfg.out`): skip what is done, redo what is not, account for
     every record. Returns the stage summary (also written as the stage marker when complete)."""
-    from pipeline.runtime.executor import default_executor
-
     layout = RunLayout(stage.cfg.out)
     stage.check()
     check_output_root(layout)
     settings = stage.settings()
     layout.check_settings(stage.name, settings)
-    if stage.plan_follows_settings and layout.is_stage_done(stage.name):
+    if stage.plan_follows_settings and layout.is_stage_done(stage.name) and layout.is_stage_intact(stage.name):
         if not quiet:
             print(f"[{stage.name}] complete in {layout.root}, skipped")
         return {"skipped": True}
@@ -224,10 +175,11 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
         raise CurateError(f"{stage.name}: two shards of the plan have the same key; their inputs have the "
                           "same name")
     remove_stale(layout, stage, set(keys))
-    identity = _canonical(stage.plan_identity())
+    identity = canonical(stage.plan_identity())
     identity_path = layout.settings_path(stage.name).with_suffix(".plan.json")
-    if identity is not None and identity_path.exists() and json.loads(identity_path.read_text()) != identity:
+    if identity is not None and identity_path.exists() and read_json(identity_path) != identity:
         forget_shards(layout, stage)  # another classifier, threshold, ...: every shard is redone
+    forget_rewritten_inputs(layout, stage, shards)
     todo = [shard for shard in shards if not layout.is_shard_done(stage.name, shard.key)]
     counters: list[Any] = []
     if todo:
@@ -250,11 +202,6 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
         write_json(summary, layout.stage_marker(stage.name))
     else:
         layout.stage_marker(stage.name).unlink(missing_ok=True)
-    if stage.role == "side":
-        # side stages (labels, rewrites) keep their summary in report.json: the run summary prints it
-        from pipeline.report import build_report
-
-        build_report(layout, extra={stage.name: summary})
     if not quiet:
         print(stage.format_summary(summary) or standard_line(summary, stage.unit), flush=True)
     if summary["input"] and summary["kept"] == 0 and sum(summary["errored"].values()) == summary["input"]:

@@ -1,16 +1,20 @@
 """The stage contract: what a stage declares, and what its per-shard function returns.
 
-A stage is a class with a name, the config section it reads, the datasets it writes (each with a schema
-from `pipeline.schemas`), the settings its output depends on, a plan of shards, a per-worker `setup` and a
-pure per-shard `process`. It knows nothing of Ray, of where files go, of markers or of the command line:
-`pipeline.runtime.runner` runs every stage the same way, on an executor from `pipeline.runtime.executor`.
+A stage is a class with a name, the config section it reads, the datasets it reads (`inputs`) and writes
+(`outputs`, each with a schema from `pipeline.schemas`), the settings its output depends on, a plan of
+shards, a per-worker `setup` and a pure per-shard `process`. It knows nothing of Ray, of where files go, of
+markers or of the command line: `pipeline.runtime.runner` runs every stage the same way, on an executor from
+`pipeline.runtime.executor`. The run's data flow (what a stage reads by default, the conservation chain,
+`curate run`'s order, explain's walk) follows from these declarations and the registry (`pipeline.stages`).
 
     class Shout(Stage):
         name = "shout"
+        inputs = (Input(DOCUMENTS),)
         outputs = (Output("shouted", SHOUTED),)
 
         def plan(self):
-            return [Shard(key=f"part-{i}", source=str(path)) for i, path in enumerate(inputs)]
+            files = parquet_files(self.input_folder())
+            return [Shard(key=path.stem, source=str(path)) for path in files]
 
         def process(self, worker, shard):
             stats = self.new_stats(shard)
@@ -26,15 +30,33 @@ from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 
-from pipeline.report import ShardStats
+from pipeline.accounting import ShardStats
+from pipeline.config import RunConfig
+from pipeline.io import RunLayout
+
+# The run's documents as a stage reads them: the kept output of the nearest filter stage before it (in
+# registry order) that has written files in this run: unique/ after dedup, docs/ after the rules, ...
+DOCUMENTS = "documents"
 
 
 @dataclass(frozen=True)
 class Output:
-    """A Parquet dataset a stage writes: one file per shard, `<run>/<dataset>/<shard key>.parquet`."""
+    """A Parquet dataset a stage writes. `per_shard`: one file per shard, `<run>/<dataset>/<shard key>.parquet`,
+    written by the runner; False: written whole by the stage's `finish` (the sharded corpus), which the
+    runner's stale-shard cleanup leaves alone."""
 
     dataset: str
     schema: pa.Schema
+    per_shard: bool = True
+
+
+@dataclass(frozen=True)
+class Input:
+    """A dataset a stage reads: another stage's output by name, or DOCUMENTS. `config` is the dotted config key
+    that points the stage at another folder instead (`classify.docs`); unset, the run folder's dataset."""
+
+    dataset: str
+    config: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,9 @@ class Shard:
     key: str
     source: str
     payload: Any = None
+    # local files the shard reads whose rewrite since the shard finished redoes it (an extracted/ file written
+    # again by a retried WARC, a score file scored again): the runner compares them with the shard's marker
+    reads: tuple[str, ...] = ()
 
 
 @dataclass
@@ -85,21 +110,52 @@ class Stage:
     the other hooks have defaults that do nothing."""
 
     name: ClassVar[str]
-    # Config sections this stage reads (documentation and `curate <stage> --help`).
+    # The config section holding this stage's settings (its resources, `curate <stage> --help`).
     section: ClassVar[str | None] = None
+    inputs: ClassVar[tuple[Input, ...]] = ()
     outputs: ClassVar[tuple[Output, ...]] = ()
+    # Folders of the run the stage installs whole through ShardResult.artifacts (a trained classifier).
+    artifacts: ClassVar[tuple[str, ...]] = ()
     # Whether the stage writes decisions/<name>/ rows. Filter stages remove records from the corpus; side
-    # stages (labels, rewrites) are conserved on their own units but remove nothing.
+    # stages (labels, rewrites) are conserved on their own units but remove nothing; steps (scoring,
+    # training) transform without accounting of their own. A filter stage's first output is its kept records:
+    # the conservation chain runs through the filter stages in registry order.
     writes_decisions: ClassVar[bool] = True
     role: ClassVar[Literal["filter", "side", "step"]] = "filter"
+    # Whether the stage talks to the LLM endpoint (`curate run` starts the demo's tiny server before the first).
+    needs_llm: ClassVar[bool] = False
     # True when the plan follows from the settings alone (extract, dedup): a finished stage is then skipped
     # without planning again. False when the plan can change without a settings change (a larger sample, a
     # new classifier), so every run plans and skips only the shards already done.
     plan_follows_settings: ClassVar[bool] = False
     unit: ClassVar[str] = "shard"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: RunConfig):
         self.cfg = cfg
+        # input dataset -> folder, bound by the registry (pipeline.stages.make_stage) from the run's data flow
+        self.input_dirs: dict[str, Path] = {}
+
+    @classmethod
+    def enabled(cls, cfg: RunConfig) -> bool:
+        """Whether `curate run` goes through this stage with this config (rewriting only when enabled, ...)."""
+        return True
+
+    def input_folder(self, dataset: str = DOCUMENTS) -> Path:
+        """The folder of one of the declared inputs: the config key that overrides it when set, else the
+        folder the run's data flow gives it (bound by the registry), else `<out>/<dataset>`."""
+        declared = next((spec for spec in self.inputs if spec.dataset == dataset), None)
+        if declared is None:
+            raise KeyError(f"stage {self.name} does not declare the input {dataset!r}")
+        if declared.config:
+            override = self.cfg.get(declared.config)
+            if override:
+                return Path(override)
+        if dataset in self.input_dirs:
+            return self.input_dirs[dataset]
+        if dataset == DOCUMENTS:
+            raise RuntimeError(f"stage {self.name} reads the run's documents: build it with "
+                               "pipeline.stages.make_stage, which resolves them from the registry")
+        return RunLayout(self.cfg.out).dataset(dataset)
 
     # ---- declared in the driver ----
     def settings(self) -> dict[str, Any]:

@@ -1,0 +1,93 @@
+"""The dataset card of the kept corpus (corpus/README.md): where the documents came from, what filtered them,
+the counts, the classifier, the threshold and why it was chosen, what other thresholds would keep, the files
+and the schema. Written by the classify stage's `finish` (pipeline.classify.decide), which gives it everything
+it shows: the card reads nothing of the classifier folder and imports nothing of the stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import schemas
+from pipeline.io import RunLayout
+
+
+def dataset_card(cfg, layout: RunLayout, plan: dict[str, Any], threshold: float, totals: dict[str, int],
+                 files: list[dict[str, Any]], choice: dict[str, Any] | None = None,
+                 classifier: dict[str, Any] | None = None, stage: str = "classify") -> str:
+    """README.md of corpus/: where the data came from, what filtered it, counts, classifier, the threshold and
+    why it was chosen, what other thresholds would keep, schema.
+
+    `plan`: what the score stage stored (classifier, classifier_fingerprint, docs_dir); `totals`: input, kept
+    and the documents dropped per reason (in the card's order); `choice`: the threshold's reason, the threshold
+    table as Markdown lines (`table_lines`) and its notes (tokens, heldout); `classifier`: what the card says
+    of the classifier besides its path and fingerprint (teacher, label_threshold, heldout_roc_auc; empty when
+    its folder could not be read); `stage`: the deciding stage's name (its decisions folder)."""
+    classifier_dir = Path(plan["classifier"])
+    card_meta = classifier or {}
+    dropped = {reason: n for reason, n in totals.items() if reason not in ("input", "kept")}
+    stages = {}
+    for before in ("extract", "dedup"):
+        summary = layout.shard_stats(before)
+        if summary:
+            stages[before] = {"input": sum(s["input"] for s in summary), "kept": sum(s["kept"] for s in summary)}
+    stages[stage] = {"input": totals["input"], "kept": totals["kept"], "dropped": dropped}
+    source = cfg.input.snapshot or (f"{len(cfg.input.warcs)} WARC path pattern(s)" if cfg.input.warcs else None)
+    header = {
+        "configs": [{"config_name": "default", "data_files": "part-*.parquet"}],
+        "source": source or f"documents from {plan['docs_dir']}",
+        "docs_dir": plan["docs_dir"],
+        "classifier": {"path": str(classifier_dir), "sha256": plan["classifier_fingerprint"], **card_meta},
+        "quality_threshold": threshold,
+        "threshold_chosen_by": (choice or {}).get("reason"),
+        "stages": stages,
+        "rows": totals["kept"],
+        "files": len(files),
+    }
+    schema_lines = [f"| `{f.name}` | `{f.type}` |" for f in schemas.SCORED]
+    extract_cfg = cfg.extract.model_dump()
+    return "\n".join([
+        "---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
+        "# Curated web text (webcurate)", "",
+        f"Documents extracted from web pages ({header['source']}), deduplicated when the run's dedup stage "
+        f"ran, then filtered by a fastText quality classifier distilled from LLM labels: a document is kept "
+        f"when `quality_prob >= {threshold:.4f}`.", "",
+        *_threshold_section(choice, stage),
+        "## Stages and counts", "",
+        "| stage | input | kept |", "|---|---|---|",
+        *[f"| {name} | {s['input']} | {s['kept']} |" for name, s in stages.items()], "",
+        f"Dropped by {stage}: " + ", ".join(f"{n} `{reason}`" for reason, n in dropped.items())
+        + f" (one row each in `decisions/{stage}/` of the run).", "",
+        f"Extraction: trafilatura, languages {extract_cfg['languages'] or 'all'}, heuristic rules "
+        f"{'on' if extract_cfg['rules']['enabled'] else 'off'}.", "",
+        "## Classifier", "",
+        f"`{classifier_dir}` (see its README.md model card); stored scores in the run's `scores/`, so "
+        "`curate classify --rethreshold T` rewrites this folder without re-running the model.", "",
+        "## Files", "",
+        f"{len(files)} Parquet file(s), zstd, listed with rows and sha256 in `_manifest.json`. Load with "
+        "`datasets.load_dataset(\"parquet\", data_files=\"corpus/part-*.parquet\")` or DuckDB "
+        "`SELECT * FROM 'corpus/part-*.parquet'`.", "",
+        "## Schema", "",
+        "| column | type |", "|---|---|", *schema_lines, "",
+        "`quality_prob`: P(high quality) from the classifier; `topics`/`topic_probs`: the classifier's most "
+        "probable topics, most probable first (null without a topic model); `format`/`format_probs`: the same "
+        "for the WebOrganizer format ids (null without a format model). The dedup columns are null when "
+        "the input was docs/.", "",
+    ])
+
+
+def _threshold_section(choice: dict[str, Any] | None, stage: str) -> list[str]:
+    if not choice:
+        return []
+    notes = choice.get("notes", {})
+    return [
+        "## Threshold", "",
+        f"Chosen by {choice['reason']}. What other thresholds would keep, from the stored scores (no model run; "
+        "`curate classify --rethreshold T`, `--target-tokens N` or `--target-keep-rate R` rewrites this folder "
+        "at another one):", "",
+        *choice["table_lines"], "",
+        f"Keep rate: of all {stage} input documents. Kept tokens: {notes.get('tokens')}. Precision and recall: "
+        f"against the teacher's labels, {notes.get('heldout')}.", "",
+    ]
