@@ -12,7 +12,10 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.config import RunConfig
 
 
 def _fail(command: str, message: str) -> int:
@@ -30,7 +33,7 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, overrides)
 
 
-def _load_labels(args: argparse.Namespace, cfg) -> Any:
+def _load_labels(args: argparse.Namespace, cfg: RunConfig) -> Any:
     from classifiers.labels import load_jsonl_labels, load_llm_labels
     from pipeline.io import RunLayout
     from pipeline.stages import documents_before

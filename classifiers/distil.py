@@ -54,7 +54,7 @@ from classifiers.artifact import (
 from classifiers.card import render_card
 from classifiers.labels import LabelledDoc, LabelsError, LabelSet, load_llm_labels, parquet_files_under
 from classifiers.normalize import normalize_text
-from pipeline.config import DistilConfig
+from pipeline.config import DistilConfig, RunConfig
 from pipeline.errors import CurateError
 from pipeline.io import RunLayout, replace_dir, write_json
 from pipeline.runtime import DOCUMENTS, Input, Resources, Shard, ShardResult, Stage
@@ -562,7 +562,7 @@ class DistilStage(Stage):
     unit = "label set"
 
     @classmethod
-    def enabled(cls, cfg) -> bool:
+    def enabled(cls, cfg: RunConfig) -> bool:
         """Distilled only when no classifier is given (`classify.classifier` reuses one)."""
         return cfg.classify.classifier is None
 

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schemas
 from pipeline.cards.labels import consistency_line, labels_card, noise_warning
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, RunConfig
 from pipeline.io import RunLayout, parquet_files, read_dataset, write_text
 from pipeline.llm.client import Completion, LLMError, canonical_json
 from pipeline.llm.parse import (
@@ -182,7 +182,7 @@ class TaskSet:
     """The configured tasks with their prompts, answer schemas, token budgets and sampling parameters.
     `temperature` / `seed` override llm.temperature / llm.seed (the self-consistency pass)."""
 
-    def __init__(self, cfg, *, temperature: float | None = None, seed: int | None = None):
+    def __init__(self, cfg: RunConfig, *, temperature: float | None = None, seed: int | None = None):
         annotate = cfg.annotate
         self.mode = annotate.mode
         self.max_doc_chars = annotate.max_doc_chars
@@ -418,14 +418,14 @@ class AnnotateStage(LLMStage):
     writes_decisions = False
     supports_engine = True
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.docs_dir: Path | None = None
         self.sampled = 0
         self.consistency_ids: list[str] = []
 
     @classmethod
-    def enabled(cls, cfg) -> bool:
+    def enabled(cls, cfg: RunConfig) -> bool:
         """Labelled only when no classifier is given (`classify.classifier` reuses one)."""
         return cfg.classify.classifier is None
 

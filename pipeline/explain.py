@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schemas
+from pipeline.config import RulesConfig
 from pipeline.errors import CurateError
 from pipeline.io import RunLayout, parquet_files
 from pipeline.rules import CHECKS, METRICS, failures
@@ -475,7 +476,7 @@ EXTRACT_COLUMNS = ["doc_id", "url", "warc_path", "warc_record_id", "crawl_date",
                    "n_chars", "text", "rules_applied", *METRICS]
 
 
-def rule_checks(row: dict[str, Any], cfg) -> list[dict[str, Any]]:
+def rule_checks(row: dict[str, Any], cfg: RulesConfig) -> list[dict[str, Any]]:
     """Every quality-rule check of the enabled families against one page's stored metrics: metric, value,
     threshold, kind (min/max/line) and whether it passed (None: not checked, a null metric or threshold)."""
     failed = {f.reason for f in failures(row, cfg)} if row.get("rules_applied", True) else set()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import schemas
-from pipeline.config import ExtractConfig
+from pipeline.config import ExtractConfig, RunConfig
 from pipeline.io import describe_error, local_copy, shard_key, unreadable_is_transient
 from pipeline.langid import LanguageIdentifier
 from pipeline.rules import RuleSet
@@ -231,7 +231,7 @@ def check_langid_model(cfg: ExtractConfig) -> None:
                           "(give a local path to lid.176.bin / GlotLID's model.bin, or py3langid)")
 
 
-def extract_settings(cfg) -> dict[str, Any]:
+def extract_settings(cfg: RunConfig) -> dict[str, Any]:
     """What extracted/ depends on: the input selection and the extract settings (not retries, credentials or
     Ray), of the rules only what the metrics depend on: the thresholds are the rules stage's, and changing
     them re-decides docs/ from extracted/ instead of extracting again."""

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schemas
-from pipeline.config import RulesConfig
+from pipeline.config import RulesConfig, RunConfig
 from pipeline.errors import CurateError
 from pipeline.io import RunLayout, SettingsChanged, canonical, parquet_files
 from pipeline.rules import METRICS, failures
@@ -149,7 +149,7 @@ class RulesStage(Stage):
     # stage is not skipped unseen when the thresholds changed or extract wrote a file again.
     plan_follows_settings = False
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.layout = RunLayout(cfg.out)
 

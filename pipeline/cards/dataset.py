@@ -11,10 +11,11 @@ from typing import Any
 import yaml
 
 from pipeline import schemas
+from pipeline.config import RunConfig
 from pipeline.io import RunLayout
 
 
-def dataset_card(cfg, layout: RunLayout, plan: dict[str, Any], threshold: float, totals: dict[str, int],
+def dataset_card(cfg: RunConfig, layout: RunLayout, plan: dict[str, Any], threshold: float, totals: dict[str, int],
                  files: list[dict[str, Any]], choice: dict[str, Any] | None = None,
                  classifier: dict[str, Any] | None = None, stage: str = "classify") -> str:
     """README.md of corpus/: where the data came from, what filtered it, counts, classifier, the threshold and

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.config import RunConfig
 from pipeline.io import RunLayout, write_text
 from pipeline.llm.client import canonical_json
 
@@ -75,7 +76,7 @@ def merge_score_stats(markers: list[dict[str, Any]]) -> dict[str, dict[str, dict
 
 
 # ----------------------------------------------------------------------------------------------- the card
-def card_section(cfg, summary: dict[str, Any], legend: ScoreLegend) -> str:
+def card_section(cfg: RunConfig, summary: dict[str, Any], legend: ScoreLegend) -> str:
     """The synthetic data's section of a dataset card (markdown)."""
     rewrite = cfg.rewrite
     lines = [
@@ -179,7 +180,7 @@ def scores_line(scores: dict[str, Any], rewrite_cfg, legend: ScoreLegend) -> str
             f"{legend.threshold(rewrite_cfg.min_quality_prob)})")
 
 
-def write_card(layout: RunLayout, cfg, summary: dict[str, Any], legend: ScoreLegend) -> Path:
+def write_card(layout: RunLayout, cfg: RunConfig, summary: dict[str, Any], legend: ScoreLegend) -> Path:
     """synthetic/README.md: a YAML header for tools, then the card section."""
     header = {"pretty_name": "synthetic rewrites", "source_corpus": summary["corpus"], "model": summary["model"],
               "styles": {pid: s["prompt_hash"] for pid, s in summary["styles"].items()},

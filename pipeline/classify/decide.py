@@ -42,6 +42,7 @@ from pipeline.classify.thresholds import (
     threshold_for_target,
     threshold_table,
 )
+from pipeline.config import RunConfig
 from pipeline.errors import CurateError
 from pipeline.io import PARQUET_COMPRESSION, RunLayout, ShardedParquetWriter, replace_dir, write_json, write_text
 from pipeline.runtime import Input, Output, Resources, Shard, ShardResult, Stage
@@ -132,7 +133,7 @@ class DecideStage(Stage):
     role = "filter"
     unit = "file"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.layout = RunLayout(cfg.out)
         self._stored: dict[str, Any] | None = None

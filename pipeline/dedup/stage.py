@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schemas
 from pipeline.accounting import peak_rss_mb
-from pipeline.config import DedupConfig
+from pipeline.config import DedupConfig, RunConfig
 from pipeline.dedup.components import EDGES, LABELS, connected_components, star_labels, write_undirected
 from pipeline.dedup.keys import KEY_BYTES, MinHasher, compact_signature, exact_digest, line_digest, url_digest
 from pipeline.dedup.shuffle import WorkArea, digest_partitions
@@ -421,7 +421,7 @@ class DedupStage(Stage):
     outputs = (Output("unique", schemas.UNIQUE),)
     plan_follows_settings = True  # the input files are one of the settings
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.work = WorkArea(RunLayout(cfg.out).root / "_work" / STAGE)
         self.steps: dict[str, Any] = {}

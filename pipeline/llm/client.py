@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import LLMConfig
 from pipeline.errors import CurateError, StageStopped
 from pipeline.llm.parse import integer_fields, value_logprobs
 
@@ -238,7 +239,7 @@ class LLMClient:
         self._slots: asyncio.Semaphore | None = None
 
     @classmethod
-    def from_config(cls, cfg, cache_dir: str | Path | None = None, stage: str | None = None) -> LLMClient:
+    def from_config(cls, cfg: LLMConfig, cache_dir: str | Path | None = None, stage: str | None = None) -> LLMClient:
         """From an LLMConfig; the API key comes from the environment variable it names."""
         return cls(cfg.url, cfg.model, api_key=os.environ.get(cfg.api_key_env) or None,
                    max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import LLMConfig
 from pipeline.llm.client import ClientStats, Completion, LLMError, ResponseCache, kept_logprobs, request_body
 
 
@@ -35,7 +36,7 @@ class EngineCaller:
         self.llm = LLM(model=str(model_dir), **kwargs)
 
     @classmethod
-    def from_config(cls, cfg, cache_dir: str | Path | None = None) -> EngineCaller:
+    def from_config(cls, cfg: LLMConfig, cache_dir: str | Path | None = None) -> EngineCaller:
         return cls(cfg.engine_model, model_name=cfg.model, max_model_len=cfg.engine_max_model_len,
                    cache_dir=cache_dir or cfg.cache_dir)
 

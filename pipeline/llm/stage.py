@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, RunConfig
 from pipeline.llm.client import RETRYABLE_STATUS, ClientStats, Completion, LLMClient, LLMError, check_server
 from pipeline.runtime.stage import Resources, Shard, ShardResult, Stage
 
@@ -55,7 +55,7 @@ def sampling_params(llm_cfg) -> dict[str, Any]:
     return params
 
 
-def cache_dir(cfg) -> str:
+def cache_dir(cfg: RunConfig) -> str:
     """The response cache: llm.cache_dir, else <out>/.llm_cache."""
     return cfg.llm.cache_dir or str(Path(cfg.out) / ".llm_cache")
 
@@ -109,7 +109,7 @@ class LLMStage(Stage):
     # Shards in flight per server-backend actor: while one shard's rows are built, the next one's requests wait.
     per_actor: ClassVar[int] = 2
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self._started: float | None = None  # this run's shards began (perf_counter, driver)
         self._started_wall: float | None = None

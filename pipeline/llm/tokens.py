@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, RunConfig
 
 
 def estimate_tokens(text: str) -> int:
@@ -51,7 +51,7 @@ class TokenCounter:
         return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
-def resolve_tokenizer(cfg) -> str | None:
+def resolve_tokenizer(cfg: RunConfig) -> str | None:
     """The first folder holding the served model's tokenizer.json: rewrite.tokenizer, llm.engine_model,
     llm.tiny_model_dir, or the demo's <out>/tiny-llama; None (the estimate) when there is none."""
     candidates = [cfg.rewrite.tokenizer, cfg.llm.engine_model, cfg.llm.tiny_model_dir]

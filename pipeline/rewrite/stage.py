@@ -42,7 +42,7 @@ from pipeline.cards.synthetic import (
     scores_line,
     write_card,
 )
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, RunConfig
 from pipeline.io import RunLayout
 from pipeline.llm.client import Completion, LLMError, canonical_json
 from pipeline.llm.prompts import Prompt, PromptError, load_prompt
@@ -132,7 +132,7 @@ class Style:
 class StyleSet:
     """The selected styles with their prompts, output limits and sampling parameters; checks the config."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: RunConfig):
         rewrite = cfg.rewrite
         routed = set(rewrite.mid_styles) | set(rewrite.high_styles)
         unrouted = [s for s in rewrite.styles if s not in routed]
@@ -321,7 +321,7 @@ def check_corpus_dir(folder: Path) -> Path:
     return folder
 
 
-def corpus_folder(cfg) -> Path:
+def corpus_folder(cfg: RunConfig) -> Path:
     """rewrite.corpus, else the run's corpus/ (what the stage's input resolves to; unchecked)."""
     return Path(cfg.rewrite.corpus or Path(cfg.out) / "corpus")
 
@@ -348,7 +348,7 @@ class ClassifierChoice:
     found_by: str  # the setting or file that named it, or what was looked at
 
 
-def resolve_quality_classifier(cfg, corpus_dir: Path | None = None) -> ClassifierChoice:
+def resolve_quality_classifier(cfg: RunConfig, corpus_dir: Path | None = None) -> ClassifierChoice:
     """The classifier that scored the corpus, to score its rewrites on the same scale: classify.classifier
     (this config names it), else the one the corpus manifest names (the one whose quality_prob routed these
     pages), else the run's <out>/classifier (distil's output). A named folder that is not a usable classifier
@@ -450,10 +450,10 @@ class RewriteStage(LLMStage):
     outputs = (Output(SYNTHETIC, schemas.SYNTHETIC),)
 
     @classmethod
-    def enabled(cls, cfg) -> bool:
+    def enabled(cls, cfg: RunConfig) -> bool:
         return cfg.rewrite.enabled
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.corpus_dir: Path | None = None
 

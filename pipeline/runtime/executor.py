@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pipeline.config import RayConfig
+from pipeline.config import RayConfig, RunConfig
 from pipeline.errors import CurateError
 from pipeline.progress import progress
 from pipeline.runtime.shards import execute_shard, execute_shard_async, is_async
@@ -276,6 +276,6 @@ class RayExecutor:
                 ray.kill(actor)
 
 
-def default_executor(cfg) -> LocalExecutor | RayExecutor:
+def default_executor(cfg: RunConfig) -> LocalExecutor | RayExecutor:
     """The executor a run's config asks for: Ray (a local one on loopback, or the cluster), or local."""
     return LocalExecutor() if cfg.ray.executor == "local" else RayExecutor(cfg.ray)
