@@ -1,28 +1,47 @@
-"""Extract-stage throughput and memory, against the limit and a peer, in one invocation on the same pages.
+"""Extract-stage throughput per extractor against a bare loop of the same extractor, the WARC reader against
+warcio, a peer and memory, in one invocation on the same pages.
 
-  (a) limit: a plain loop of `trafilatura.extract` over the already-decoded HTML, one process, with the
-      same options the stage uses. Nothing else (no WARC reading, language ID, rules or output).
-  (b) peer:  datatrove's LocalPipelineExecutor: WarcReader -> Trafilatura -> Gopher repetition, Gopher
-      quality, C4 quality, FineWeb quality filters -> ParquetWriter, with the same number of workers.
-  (c) ours:  the extract and rules stages on a local Ray with that many CPUs (the same code `curate extract`
-      runs), at 1x and 4x the input, with the peak RSS of the largest Ray worker and of the driver.
+  reader: every record of the input read whole (block bytes, WARC headers), one process: FastWARC's
+          ArchiveIterator alone, `pipeline.warc.iter_warc` (what the stage reads with: FastWARC plus damage
+          handling), warcio's ArchiveIterator; then the HTTP parsing and charset decoding of the HTML pages.
+          Their share of the stage's CPU per page.
+  per setting (`extract.extractor`: trafilatura, trafilatura-fast, also with favor_precision off, resiliparse),
+  R rounds, best of each:
+    (a) bare:  `pipeline.extract.text_extractor(cfg)` -- the very function the stage calls -- in a plain loop
+               over the already-decoded HTML, in --workers processes at once (the pages split between them
+               as the stage splits them into shards) at the Ray workers' niceness (Ray starts its workers
+               at 15), so both sides share a loaded machine alike. Nothing else: no WARC reading, language
+               ID, rule metrics, output, Ray.
+    (c) stage: the extract stage alone (`curate extract` runs the rules stage after it, timed apart) on a
+               local Ray with --workers CPUs, workers warmed first as on a running cluster.
+    ratio per core = stage pages/s / bare pages/s (both on --workers cores), and by CPU per page.
+  default extractor only: (b) peer, datatrove's LocalPipelineExecutor (WarcReader -> Trafilatura -> Gopher
+  repetition, Gopher quality, C4 quality, FineWeb quality -> ParquetWriter) against extract + rules; and
+  the peak RSS of the largest Ray worker and of the driver at 1x and 4x the input.
 
 Input: the WARC files under ../shared/data/warc when present, else the bundled data/sample/warc, each
 gzip member of every file concatenated into one "copy" file, repeated until there are >= --pages HTML
-pages (HTTP 200 text/html responses). docs/s counts those HTML pages for every contender.
+pages (HTTP 200 text/html responses). pages/s counts those HTML pages for every contender.
 
-The machine may be shared, so besides wall-clock docs/s the script prints CPU seconds per page (user+sys
-of every process that did the work), which other processes' load does not inflate.
+The machine may be shared, so besides wall-clock pages/s the script prints CPU milliseconds per page
+(user+sys of every process that did the work, sampled), which other processes' load inflates less.
 
-    .venv/bin/python benchmarks/extract.py [--pages 2000] [--workers 2] [--no-peer] [--no-4x]
+    .venv/bin/python benchmarks/extract.py [--pages 2000] [--workers 2] [--rounds 2]
+        [--settings trafilatura,trafilatura-fast,trafilatura-fast/favor_precision=false,resiliparse]
+        [--no-reader] [--no-peer] [--no-4x]
+
+A setting is an `extract.extractor` value, optionally followed by `/field=value` for other `extract` fields.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
+import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -31,8 +50,13 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+# `python benchmarks/extract.py` puts benchmarks/ first on sys.path, where a script named like a standard module
+# would shadow it in the bare-loop processes, which start with this sys.path
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
 SHARED_WARCS = ROOT.parent / "shared" / "data" / "warc"
 BUNDLED_WARCS = ROOT / "data" / "sample" / "warc"
+SETTINGS = ("trafilatura", "trafilatura-fast", "trafilatura-fast/favor_precision=false", "resiliparse")
 
 
 def source_files() -> tuple[list[Path], str]:
@@ -68,12 +92,26 @@ def html_pages(path: Path) -> list[tuple[str, str | None]]:
     return pages
 
 
+def overrides(setting: str) -> list[str]:
+    """`--set` overrides of a setting: "trafilatura-fast/favor_precision=false" -> extract.extractor=..., ..."""
+    extractor, *fields = setting.split("/")
+    return [f"extract.extractor={extractor}", *(f"extract.{field}" for field in fields)]
+
+
+def extract_config(setting: str):
+    from pipeline.config import load_config
+
+    return load_config(None, overrides(setting)).extract
+
+
 class ProcessSampler:
     """Samples this process and all its descendants every few ms: each one's peak RSS and CPU seconds.
 
     Executors hand work to processes that are not our direct children (datatrove's pool forks from a
     forkserver; Ray workers descend from the raylet), so their CPU is sampled, not taken from rusage.
-    A process's last few ms before it exits can be missed, which favours short-lived processes."""
+    A process's last interval before it exits can be missed, which favours short-lived processes. Sampling
+    costs CPU on the machine it measures (every 20 ms: ~12% of a core), so runs that only need CPU seconds
+    of long-lived processes (Ray workers) sample every 0.5 s; peak RSS is sampled every 20 ms."""
 
     def __init__(self, interval_s: float = 0.02):
         self.interval_s = interval_s
@@ -119,6 +157,10 @@ class ProcessSampler:
         return sum(cpu - self.baseline.get(pid, 0.0) for pid, cpu in self.cpu.items()
                    if not (exclude_self and pid == os.getpid()))
 
+    def ray_worker_cpu(self) -> float:
+        return sum(cpu - self.baseline.get(pid, 0.0) for pid, cpu in self.cpu.items()
+                   if _is_ray_worker(self.peaks.get(pid, (0, ""))[1]))
+
     def largest_worker(self) -> int:
         return max((rss for rss, name in self.peaks.values() if _is_ray_worker(name)), default=0)
 
@@ -128,14 +170,132 @@ def _is_ray_worker(cmdline: str) -> bool:
     return "ray::" in cmdline or "default_worker.py" in cmdline
 
 
-def run_limit(pages: list[tuple[str, str | None]], extract_cfg) -> tuple[float, float]:
-    import trafilatura
+# ------------------------------------------------------------------------------------------------- reader
+def per_record_gzip(copy: bytes) -> bytes:
+    """The same records with one gzip member per record, as Common Crawl writes them (some input files are
+    one gzip stream, which warcio refuses to read)."""
+    import io
 
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+    raw = gzip.decompress(copy)
+    offsets = [r.stream_pos for r in ArchiveIterator(io.BytesIO(raw), parse_http=False,
+                                                     record_types=WarcRecordType.any_type)] + [len(raw)]
+    return b"".join(gzip.compress(raw[a:b], 6) for a, b in itertools.pairwise(offsets))
+
+
+def run_reader(copy: Path, pages_per_copy: int) -> dict[str, float]:
+    """CPU seconds per HTML page of reading every record of one copy whole, three ways, and of the HTTP
+    parsing + decoding of its HTML pages. Best of 3 each."""
+    from fastwarc.warc import ArchiveIterator as FastIterator
+    from fastwarc.warc import WarcRecordType
+    from warcio.archiveiterator import ArchiveIterator as WarcioIterator
+
+    from pipeline.extract import HTML_TYPES
+    from pipeline.warc import RawRecord, decode_html, iter_warc, parse_http_response
+
+    def fastwarc_alone() -> int:
+        n = 0
+        with open(copy, "rb") as handle:
+            for record in FastIterator(handle, parse_http=False, record_types=WarcRecordType.any_type):
+                dict(record.headers)
+                n += len(record.reader.read())
+        return n
+
+    def ours() -> int:
+        return sum(len(r.block) for r in iter_warc(copy) if isinstance(r, RawRecord))
+
+    def warcio() -> int:
+        n = 0
+        with open(copy, "rb") as handle:
+            for record in WarcioIterator(handle, no_record_parse=True):
+                dict(record.rec_headers.headers)
+                n += len(record.raw_stream.read())
+        return n
+
+    blocks = [r.block for r in iter_warc(copy) if isinstance(r, RawRecord) and r.record_type == "response"]
+
+    def parse_decode() -> int:
+        n = 0
+        for block in blocks:
+            response = parse_http_response(block)
+            if response.status == 200 and (not response.content_type or response.content_type in HTML_TYPES):
+                n += len(decode_html(response.body, response.charset)[0])
+        return n
+
+    out = {}
+    for name, fn in [("fastwarc", fastwarc_alone), ("iter_warc", ours), ("warcio", warcio),
+                     ("parse_decode", parse_decode)]:
+        best = float("inf")
+        for _ in range(3):
+            cpu0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - cpu0)
+        out[name] = best / pages_per_copy  # one copy read: per HTML page of that copy
+    return out
+
+
+# --------------------------------------------------------------------------------------------- bare loop
+def _bare_worker(copy: str, copies: int, setting: str, niceness: int, barrier, results) -> None:
+    from pipeline.extract import text_extractor
+
+    os.nice(niceness)
+
+    pages = html_pages(Path(copy)) * copies
+    extract = text_extractor(extract_config(setting))
+    extract(*pages[0])  # warm-up: trafilatura's first call loads its settings
+    barrier.wait()
+    cpu0, wall0 = time.process_time(), time.monotonic()
     for html, url in pages:
-        trafilatura.extract(html, url=url, include_comments=False, include_tables=extract_cfg.include_tables,
-                            favor_precision=extract_cfg.favor_precision, deduplicate=False, with_metadata=False)
-    return time.perf_counter() - wall0, time.process_time() - cpu0
+        extract(html, url=url)
+    results.put((time.process_time() - cpu0, wall0, time.monotonic(), len(pages)))
+
+
+def ray_worker_niceness() -> int:
+    """The niceness of this driver's Ray task workers (Ray starts them at RAY_worker_niceness, 15 by default, so
+    they yield to everything else on the machine), 0 when none is found."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            name = " ".join(proc.cmdline()[:1])
+            if name.startswith("ray::") and not name.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")):
+                return proc.nice()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return 0
+
+
+def run_bare(copy: Path, copies: int, workers: int, setting: str, niceness: int) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, pages) of `workers` processes running the bare loop at once, the copies
+    split between them as the stage's shards are, at the Ray workers' niceness (on a loaded machine a
+    process at niceness 15 gets less of it than one at 0: the wall-clock comparison would not be fair)."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(workers), context.Queue()
+    shares = [len(range(i, copies, workers)) for i in range(workers)]
+    procs = [context.Process(target=_bare_worker, args=(str(copy), share, setting, niceness, barrier, results))
+             for share in shares if share]
+    for proc in procs:
+        proc.start()
+    got = [results.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    return (max(g[2] for g in got) - min(g[1] for g in got), sum(g[0] for g in got), sum(g[3] for g in got))
+
+
+# ------------------------------------------------------------------------------------------------- stage
+def run_stage(input_files: list[Path], out_dir: Path, workers: int, setting: str, *stages: str,
+              interval_s: float = 0.5):
+    """Wall seconds, CPU seconds of the Ray workers, and the sampler (peak RSS per process)."""
+    from pipeline.config import load_config
+    from pipeline.run import run_stages
+
+    cfg = load_config(None, [f"out={out_dir}", f"ray.num_cpus={workers}", f"ray.max_in_flight={workers * 2}",
+                             *overrides(setting)])
+    cfg.input.warcs = [str(p) for p in input_files]
+    with ProcessSampler(interval_s) as sampler:
+        wall0 = time.perf_counter()
+        run_stages(cfg, *stages, quiet=True)
+        wall = time.perf_counter() - wall0
+    return wall, sampler.ray_worker_cpu(), sampler
 
 
 def run_peer(input_dir: Path, out_dir: Path, workers: int, extract_cfg):
@@ -170,98 +330,135 @@ def run_peer(input_dir: Path, out_dir: Path, workers: int, extract_cfg):
     return wall, sampler.cpu_seconds(), sampler.peaks
 
 
-def run_ours(input_files: list[Path], out_dir: Path, workers: int):
-    """Wall seconds, CPU seconds of the Ray workers, and the sampler (peak RSS per process)."""
-    from pipeline.config import load_config
-    from pipeline.run import run_stages
+def _rate(pages: int, wall: float, cpu: float) -> dict[str, float]:
+    return {"pages_s": pages / wall, "cpu_ms": 1000 * cpu / pages, "wall": wall}
 
-    cfg = load_config(None, [f"out={out_dir}", f"ray.num_cpus={workers}", f"ray.max_in_flight={workers * 2}"])
-    cfg.input.warcs = [str(p) for p in input_files]
-    with ProcessSampler() as sampler:
-        wall0 = time.perf_counter()
-        run_stages(cfg, "extract", "rules", quiet=True)
-        wall = time.perf_counter() - wall0
-    worker_cpu = sum(cpu - sampler.baseline.get(pid, 0.0) for pid, cpu in sampler.cpu.items()
-                     if _is_ray_worker(sampler.peaks.get(pid, (0, ""))[1]))
-    return wall, worker_cpu, sampler
+
+def _line(label: str, result: dict[str, float]) -> str:
+    return (f"{label:52s} {result['pages_s']:8.1f} pages/s  {result['cpu_ms']:7.2f} ms CPU/page  "
+            f"({result['wall']:.1f}s wall)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=2000, help="HTML pages at 1x (default 2000)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes for peer and ours")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the bare loop, Ray CPUs, peer workers")
+    parser.add_argument("--rounds", type=int, default=2, help="bare loop and stage alternated, best of (default 2)")
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help="comma-separated settings: extractor[/field=value...] (default: %(default)s)")
+    parser.add_argument("--no-reader", action="store_true", help="skip the WARC reader comparison")
     parser.add_argument("--no-peer", action="store_true", help="skip datatrove")
     parser.add_argument("--no-4x", action="store_true", help="skip the 4x-input memory run")
     args = parser.parse_args()
+    settings = [e.strip() for e in args.settings.split(",") if e.strip()]
+    try:
+        for setting in settings:
+            extract_config(setting)
+    except Exception as exc:  # noqa: BLE001 - a bad setting is a usage error
+        parser.error(f"--settings: {exc}")
 
-    from pipeline.config import ExtractConfig, RayConfig
+    from pipeline.config import RayConfig
     from pipeline.runtime.executor import ensure_ray
 
-    extract_cfg = ExtractConfig()
     files, origin = source_files()
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
         copy = build_copy(files)
-        (work / "probe.warc.gz").write_bytes(copy)
-        per_copy = html_pages(work / "probe.warc.gz")
-        copies = -(-args.pages // len(per_copy))
+        probe = work / "probe.warc.gz"
+        probe.write_bytes(copy)
+        per_copy = len(html_pages(probe))
+        copies = -(-args.pages // per_copy)
         input_1x = work / "in1x"
         input_1x.mkdir()
         for i in range(copies):
             (input_1x / f"copy-{i:04d}.warc.gz").write_bytes(copy)
-        n_pages = copies * len(per_copy)
-        print(f"input: {len(files)} WARC files from {origin}, {len(per_copy)} HTML pages per copy, "
-              f"{copies} copies = {n_pages} pages, {args.workers} workers, {os.cpu_count()} cores on the machine")
+        inputs = sorted(input_1x.glob("*.warc.gz"))
+        n_pages = copies * per_copy
+        print(f"input: {len(files)} WARC files from {origin}, {per_copy} HTML pages per copy "
+              f"({len(copy) / 1e6:.1f} MB gzip), {copies} copies = {n_pages} pages; {args.workers} workers, "
+              f"{os.cpu_count()} cores on the machine, load average {os.getloadavg()[0]:.1f}")
 
-        pages = per_copy * copies
-        wall, cpu = run_limit(pages, extract_cfg)
-        limit = {"docs_s": n_pages / wall, "cpu_per_page": cpu / n_pages}
-        print(f"(a) limit  trafilatura.extract loop, 1 process: {limit['docs_s']:7.1f} docs/s "
-              f"({wall:.1f}s wall, {1000 * limit['cpu_per_page']:.2f} ms CPU/page)")
-        del pages
-
-        peer = None
-        if not args.no_peer:
-            wall, cpu, _ = run_peer(input_1x, work / "peer", args.workers, extract_cfg)
-            peer = {"docs_s": n_pages / wall, "cpu_per_page": cpu / n_pages}
-            print(f"(b) peer   datatrove LocalPipelineExecutor, {args.workers} workers: {peer['docs_s']:7.1f} docs/s "
-                  f"({wall:.1f}s wall, {1000 * peer['cpu_per_page']:.2f} ms CPU/page)")
+        reader = None
+        if not args.no_reader:
+            records = work / "per-record.warc.gz"
+            records.write_bytes(per_record_gzip(copy))
+            reader = run_reader(records, per_copy)
+            print("\nreading one copy (one gzip member per record), every record whole, 1 process "
+                  "(CPU ms per HTML page; best of 3):")
+            print(f"  FastWARC ArchiveIterator alone            {1000 * reader['fastwarc']:6.3f}")
+            print(f"  pipeline.warc.iter_warc (FastWARC, today)  {1000 * reader['iter_warc']:6.3f}")
+            print(f"  warcio ArchiveIterator                     {1000 * reader['warcio']:6.3f}   "
+                  f"(warcio / iter_warc: {reader['warcio'] / reader['iter_warc']:.1f}x)")
+            print(f"  HTTP parsing + charset decoding            {1000 * reader['parse_decode']:6.3f}")
 
         ensure_ray(RayConfig(num_cpus=args.workers))
-        # warm the worker processes (imports, language model, rule filters), as on a running cluster
-        run_ours(sorted(input_1x.glob("*.warc.gz"))[: args.workers], work / "warmup", args.workers)
-        wall, cpu, rss_1x = run_ours(sorted(input_1x.glob("*.warc.gz")), work / "ours1x", args.workers)
-        ours = {"docs_s": n_pages / wall, "cpu_per_page": cpu / n_pages}
-        print(f"(c) ours   ours on Ray, {args.workers} CPUs: {ours['docs_s']:7.1f} docs/s "
-              f"({wall:.1f}s wall, {1000 * ours['cpu_per_page']:.2f} ms CPU/page)")
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for n, setting in enumerate(settings):
+            # warm the worker processes (imports, language model, rules, the extractor), as on a running cluster
+            run_stage(inputs[: args.workers], work / f"warm-{n}", args.workers, setting, "extract")
+            niceness = ray_worker_niceness()
+            best: dict[str, dict[str, float]] = {}
+            for round_ in range(args.rounds):
+                wall, cpu, pages = run_bare(probe, copies, args.workers, setting, niceness)
+                bare = _rate(pages, wall, cpu)
+                out = work / f"stage-{n}-{round_}"
+                wall, cpu, _ = run_stage(inputs, out, args.workers, setting, "extract")
+                stage = _rate(n_pages, wall, cpu)
+                wall, cpu, _ = run_stage(inputs, out, args.workers, setting, "rules")
+                rules = _rate(n_pages, wall, cpu)
+                shutil.rmtree(out, ignore_errors=True)
+                for key, value in (("bare", bare), ("stage", stage), ("rules", rules)):
+                    if key not in best or value["cpu_ms"] < best[key]["cpu_ms"]:
+                        best[key] = value
+            results[setting] = best
+            print(f"\n{setting} (best of {args.rounds} rounds)")
+            print(_line(f"  (a) bare loop, {args.workers} processes at niceness {niceness}", best["bare"]))
+            print(_line(f"  (c) extract stage on Ray, {args.workers} CPUs", best["stage"]))
+            print(_line("      then the rules stage", best["rules"]))
+            print(f"  stage / bare per core: {best['stage']['pages_s'] / best['bare']['pages_s']:.2f}x by wall, "
+                  f"{best['bare']['cpu_ms'] / best['stage']['cpu_ms']:.2f}x by CPU per page (target >= 0.95)")
 
-        print()
-        print(f"ours / limit per core (wall):      {ours['docs_s'] / (limit['docs_s'] * args.workers):.2f}x  "
-              f"(target >= 0.85)")
-        print(f"ours / limit per core (CPU/page):  {limit['cpu_per_page'] / ours['cpu_per_page']:.2f}x")
-        if peer:
-            print(f"ours / peer (wall):                {ours['docs_s'] / peer['docs_s']:.2f}x  (target >= 1.0)")
-            print(f"ours / peer (CPU/page):            {peer['cpu_per_page'] / ours['cpu_per_page']:.2f}x")
+        if reader and "trafilatura" in results:
+            stage_cpu = results["trafilatura"]["stage"]["cpu_ms"] / 1000
+            print(f"\nreader's share of the default stage's CPU: {100 * reader['iter_warc'] / stage_cpu:.1f}% reading, "
+                  f"{100 * reader['parse_decode'] / stage_cpu:.1f}% HTTP parsing + decoding")
+        print("\n| setting | bare pages/s | bare CPU ms/page | stage pages/s | stage CPU ms/page | stage/bare (wall) "
+              "| stage/bare (CPU) | rules stage CPU ms/page |")
+        print("|---|---|---|---|---|---|---|---|")
+        for setting, best in results.items():
+            print(f"| {setting} | {best['bare']['pages_s']:.1f} | {best['bare']['cpu_ms']:.2f} | "
+                  f"{best['stage']['pages_s']:.1f} | {best['stage']['cpu_ms']:.2f} | "
+                  f"{best['stage']['pages_s'] / best['bare']['pages_s']:.2f}x | "
+                  f"{best['bare']['cpu_ms'] / best['stage']['cpu_ms']:.2f}x | {best['rules']['cpu_ms']:.2f} |")
 
-        mib = 1024 * 1024
-        worker_1x = rss_1x.largest_worker()
-        driver_1x = rss_1x.peaks.get(os.getpid(), (0, ""))[0]
-        print()
-        print(f"peak RSS at 1x ({n_pages} pages): largest Ray worker {worker_1x / mib:.0f} MiB, "
-              f"driver {driver_1x / mib:.0f} MiB")
+        if not args.no_peer:
+            wall, cpu, _ = run_peer(input_1x, work / "peer", args.workers, extract_config("trafilatura"))
+            peer = _rate(n_pages, wall, cpu)
+            wall, cpu, _ = run_stage(inputs, work / "ours-peer", args.workers, "trafilatura", "extract", "rules")
+            ours = _rate(n_pages, wall, cpu)
+            print()
+            print(_line(f"(b) peer: datatrove, {args.workers} workers", peer))
+            print(_line("    ours: extract + rules stages, default extractor", ours))
+            print(f"    ours / peer: {ours['pages_s'] / peer['pages_s']:.2f}x by wall, "
+                  f"{peer['cpu_ms'] / ours['cpu_ms']:.2f}x by CPU per page")
+
         if not args.no_4x:
+            mib = 1024 * 1024
             input_4x = work / "in4x"
             input_4x.mkdir()
             for i in range(copies * 4):
-                os.link(input_1x / "copy-0000.warc.gz", input_4x / f"copy-{i:04d}.warc.gz")
-            wall, _, rss_4x = run_ours(sorted(input_4x.glob("*.warc.gz")), work / "ours4x", args.workers)
-            worker_4x = rss_4x.largest_worker()
-            driver_4x = rss_4x.peaks.get(os.getpid(), (0, ""))[0]
-            print(f"peak RSS at 4x ({4 * n_pages} pages): largest Ray worker {worker_4x / mib:.0f} MiB, "
-                  f"driver {driver_4x / mib:.0f} MiB ({4 * n_pages / wall:.1f} docs/s)")
-            print(f"RSS ratio 4x/1x: worker {worker_4x / max(worker_1x, 1):.2f}, "
-                  f"driver {driver_4x / max(driver_1x, 1):.2f} "
-                  f"(target: flat, ~1.0)")
+                os.link(inputs[0], input_4x / f"copy-{i:04d}.warc.gz")
+            peaks = {}
+            for label, folder in (("1x", input_1x), ("4x", input_4x)):
+                pages = n_pages * (4 if label == "4x" else 1)
+                wall, _, sampler = run_stage(sorted(folder.glob("*.warc.gz")), work / f"rss{label}", args.workers,
+                                             "trafilatura", "extract", "rules", interval_s=0.02)
+                peaks[label] = (sampler.largest_worker(), sampler.peaks.get(os.getpid(), (0, ""))[0])
+                print(f"peak RSS at {label} ({pages} pages, extract + rules): largest Ray worker "
+                      f"{peaks[label][0] / mib:.0f} MiB, driver {peaks[label][1] / mib:.0f} MiB "
+                      f"({pages / wall:.1f} pages/s)")
+            print(f"RSS ratio 4x/1x: worker {peaks['4x'][0] / max(peaks['1x'][0], 1):.2f}, "
+                  f"driver {peaks['4x'][1] / max(peaks['1x'][1], 1):.2f} (target: flat, ~1.0)")
     finally:
         import ray
 

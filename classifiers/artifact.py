@@ -1,19 +1,25 @@
 """The classifier artifact: a folder anyone can reuse on any text.
 
     quality.bin     fastText supervised model, labels __label__hq (teacher score >= label threshold) and
-                    __label__lq; quality.ftz instead when quantised
+                    __label__lq; quality.ftz instead when quantised. One model on its own: plain fastText
+                    and datatrove load it. With `distil.refit_all` (the default) refit on every label.
+    quality.bag-<m>.bin  the other models of a bag (`distil.bag` > 1; config.yaml `quality.bag_files`):
+                    QualityClassifier scores the mean P(hq) of quality.bin and these
     topics.bin      optional fastText one-vs-all model, one __label__<slug> per topic (slugs in config.yaml)
     formats.bin     optional fastText one-vs-all model over the WebOrganizer format ids, the same way
     config.yaml     file names, label names, decision threshold, topic slugs, training hyper-parameters, and
                     where the teacher's labels came from
     metrics.json    held-out evaluation against the teacher labels
-    heldout_doc_ids.txt  the documents held out at distillation (never trained on, nor used for the threshold)
+    heldout_doc_ids.txt  the documents held out at distillation (the held-out model never trained on them,
+                    nor was the threshold chosen on them; a refit shipped model has seen them)
+    heldout_scores.jsonl  the held-out model's score of each held-out document, with its teacher label
     README.md       model card (YAML front matter: teacher, prompts, threshold, sizes, metrics)
 
 `ClassifierArtifact.load(DIR)` is the folder as typed fields (validated: config.yaml well-formed, every
 model file it names present), with its `fingerprint()`; every reader of config.yaml goes through it.
 `QualityClassifier.load(DIR)` is the Python API that scores texts; texts are normalised by
-classifiers.normalize exactly as at training time.
+classifiers.normalize exactly as at training time, cut to the text view's first `max_chars` characters
+when the artifact records one (config.yaml `text_view`).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ TAG_KINDS = {"topics": "topic", "formats": "format"}
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 HELDOUT_IDS = "heldout_doc_ids.txt"
+HELDOUT_SCORES = "heldout_scores.jsonl"
 # The files the fingerprint covers: the config and the models (not the card, the metrics or the held-out ids)
 FINGERPRINT_SUFFIXES = (".yaml", ".bin", ".ftz")
 # How config.yaml's `teacher.source` names where the labels came from (the card shows it as written)
@@ -129,6 +136,9 @@ class ClassifierArtifact:
     tags: dict[str, TagModel]  # kind -> model, only the kinds the artifact has
     teacher: Teacher
     label_source: str | None  # distil.label_source, when the config records it (sampled | expected)
+    max_chars: int | None = None  # the text view: score the first max_chars characters (None: the whole text)
+    bag_files: tuple[str, ...] = ()  # the other models of a bag, averaged with quality_file
+    refit_all: bool = False  # the shipped quality model was refit on every label, the held-out ones included
 
     @classmethod
     def read(cls, directory: str | Path) -> ClassifierArtifact:
@@ -144,6 +154,9 @@ class ClassifierArtifact:
             quality = config["quality"]
             quality_file = quality["model_file"]
             tags = {kind: _tag_model(kind, config[kind]) for kind in TAG_KINDS if config.get(kind)}
+            view = config.get("text_view") or {}
+            max_chars = None if view.get("max_chars") is None else int(view["max_chars"])
+            bag_files = tuple(str(name) for name in quality.get("bag_files") or ())
         except (yaml.YAMLError, TypeError, KeyError, AttributeError, ValueError) as exc:
             raise ArtifactError(f"{folder}: {config_path} is not a classifier config "
                                 f"({type(exc).__name__}: {exc})") from exc
@@ -151,7 +164,8 @@ class ClassifierArtifact:
                    threshold=_float_or_none(quality.get("decision_threshold")),
                    label_threshold=quality.get("label_threshold"), tags=tags,
                    teacher=Teacher.from_config(config.get("teacher")),
-                   label_source=(config.get("distil") or {}).get("label_source"))
+                   label_source=(config.get("distil") or {}).get("label_source"), max_chars=max_chars,
+                   bag_files=bag_files, refit_all=bool(quality.get("refit_all", False)))
 
     @classmethod
     def load(cls, directory: str | Path) -> ClassifierArtifact:
@@ -170,8 +184,10 @@ class ClassifierArtifact:
         return artifact
 
     def model_files(self) -> dict[str, str]:
-        """{"quality": file, "topics": file, "formats": file}: the model files config.yaml names."""
-        return {"quality": self.quality_file, **{kind: tag.model_file for kind, tag in self.tags.items()}}
+        """{"quality": file, "quality.bag-1": file, ..., "topics": file, "formats": file}: the model files
+        config.yaml names."""
+        return {"quality": self.quality_file, **{f"quality.bag-{m}": name for m, name in enumerate(self.bag_files, 1)},
+                **{kind: tag.model_file for kind, tag in self.tags.items()}}
 
     def model_path(self, section: str = "quality") -> Path:
         return self.path / self.model_files()[section]
@@ -187,6 +203,15 @@ class ClassifierArtifact:
 
     def heldout_ids_path(self) -> Path:
         return self.path / HELDOUT_IDS
+
+    def heldout_scores(self) -> dict[str, tuple[bool, float]] | None:
+        """{doc_id: (teacher label, score)} of the held-out documents, scored by the held-out model (the one the
+        metrics are of, which never saw them); None for an artifact without the file (older distil)."""
+        path = self.path / HELDOUT_SCORES
+        if not path.is_file():
+            return None
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return {str(r["doc_id"]): (bool(r["label"]), float(r["score"])) for r in rows}
 
 
 def fingerprint_folder(folder: str | Path) -> str:
@@ -216,6 +241,13 @@ def load_fasttext(path: str | Path):
 
     # fasttext prints a deprecation warning for load_model on some builds; the model object is what we need
     return fasttext.load_model(str(path))
+
+
+def mean_positive_probabilities(models: Sequence[Any], normalized: Sequence[str]) -> np.ndarray:
+    """The mean P(__label__hq) of a bag of models (one model: its own); NaN for empty texts."""
+    if len(models) == 1:
+        return positive_probabilities(models[0], normalized)
+    return np.mean([positive_probabilities(m, normalized) for m in models], axis=0).astype(np.float32)
 
 
 def positive_probabilities(model, normalized: Sequence[str]) -> np.ndarray:
@@ -258,13 +290,24 @@ class QualityClassifier:
     quality_model: Any
     topics_model: Any | None
     formats_model: Any | None = None
+    bag_models: list[Any] = field(default_factory=list)  # the other models of a bag (config.yaml bag_files)
 
     @classmethod
     def load(cls, directory: str | Path) -> QualityClassifier:
         artifact = ClassifierArtifact.load(directory)
         tag_models = {kind: load_fasttext(artifact.model_path(kind)) for kind in artifact.tags}
         return cls(artifact=artifact, quality_model=load_fasttext(artifact.model_path("quality")),
-                   topics_model=tag_models.get("topics"), formats_model=tag_models.get("formats"))
+                   topics_model=tag_models.get("topics"), formats_model=tag_models.get("formats"),
+                   bag_models=[load_fasttext(artifact.path / name) for name in artifact.bag_files])
+
+    @property
+    def quality_models(self) -> list[Any]:
+        """quality.bin and the other models of its bag, if any: `score` is their mean P(hq)."""
+        return [self.quality_model, *self.bag_models]
+
+    def normalize(self, texts: Sequence[str | None]) -> list[str]:
+        """The texts as the models read them: the artifact's text view, newlines as spaces."""
+        return normalize_many(list(texts), self.artifact.max_chars)
 
     @property
     def path(self) -> Path:
@@ -300,7 +343,7 @@ class QualityClassifier:
         model = self.tag_model(kind)
         if model is None:
             raise ArtifactError(f"{self.path} has no {TAG_KINDS[kind]} model (distilled without {kind} labels)")
-        return tag_probabilities(model, normalize_many(list(texts)), self.artifact.tags[kind].labels)
+        return tag_probabilities(model, self.normalize(texts), self.artifact.tags[kind].labels)
 
     def predict_tags(self, kind: str, texts: Sequence[str | None], k: int | None = None,
                      threshold: float | None = None) -> list[list[tuple[str, float]]]:
@@ -313,15 +356,15 @@ class QualityClassifier:
         return out
 
     def score(self, texts: Sequence[str | None]) -> np.ndarray:
-        """P(high quality) per text, float32; NaN where the text is empty."""
-        return positive_probabilities(self.quality_model, normalize_many(list(texts)))
+        """P(high quality) per text, float32; NaN where the text is empty. A bag: the mean of its models'."""
+        return mean_positive_probabilities(self.quality_models, self.normalize(texts))
 
     def score_all(self, texts: Sequence[str | None]) -> tuple[np.ndarray, dict[str, list[dict[str, float]] | None]]:
         """`score` and, per tag kind, `tag_scores` (None without that model), the texts normalised once."""
-        normalized = normalize_many(list(texts))
+        normalized = self.normalize(texts)
         tags = {kind: (tag_probabilities(self.tag_model(kind), normalized, self.artifact.tags[kind].labels)
                        if self.tag_model(kind) is not None else None) for kind in TAG_KINDS}
-        return positive_probabilities(self.quality_model, normalized), tags
+        return mean_positive_probabilities(self.quality_models, normalized), tags
 
     def predict(self, texts: Sequence[str | None], threshold: float | None = None) -> np.ndarray:
         """Keep (True) / drop per text at the artifact's threshold (or `threshold`)."""

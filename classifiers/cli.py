@@ -50,7 +50,10 @@ def _load_labels(args: argparse.Namespace, cfg: RunConfig) -> Any:
         docs_dir = documents_before("annotate", RunLayout(labels_dir.parent))
     else:
         docs_dir = documents_before("annotate", RunLayout(cfg.out))
-    return load_llm_labels(labels_dir, docs_dir, cfg.distil.label_threshold, cfg.distil.label_source)
+    # the teacher read the first annotate.max_doc_chars characters of each page: as the labels' run recorded it,
+    # else as configured here
+    return load_llm_labels(labels_dir, docs_dir, cfg.distil.label_threshold, cfg.distil.label_source,
+                           teacher_chars=cfg.annotate.max_doc_chars)
 
 
 def cmd_distil(args: argparse.Namespace) -> int:
@@ -186,11 +189,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         doc_ids = set(classifier.artifact.heldout_ids_path().read_text().split())
     result = evaluate.evaluate_classifier(classifier, label_set, doc_ids, args.threshold)
     result["labels"] = label_set.counts()
+    stored = classifier.artifact.heldout_scores() if args.heldout_only and classifier.artifact.refit_all else None
+    if stored is not None:
+        # the shipped model was refit on every label, these included: the held-out model's stored scores are
+        # the evaluation; the shipped model's own scores of its training documents are kept beside, flagged
+        result["shipped_model_on_heldout"] = {**result["quality"], "note": "the shipped model was refit on these "
+                                              "documents: its scores of them are training scores (optimistic)"}
+        result["quality"] = evaluate.stored_quality(label_set, stored, doc_ids,
+                                                    classifier.threshold if args.threshold is None else args.threshold)
+        result["quality_scored_by"] = "heldout_model"
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return 0
     print(f"classifier {args.classifier} on {label_set.source}"
           + (" (held-out documents only)" if args.heldout_only else ""))
+    if stored is not None:
+        print("scores of the held-out model (heldout_scores.jsonl), which never saw these documents; the shipped "
+              "model was refit on every label, these included")
     print(evaluate.format_quality(result["quality"]))
     for kind in ("topics", "formats"):
         if kind in result:

@@ -1,13 +1,14 @@
 """Distil teacher labels into fastText classifiers and write the artifact folder.
 
-Quality: binary at `distil.label_threshold` (teacher score >= threshold is __label__hq). The labelled
-documents are split, stratified by class and seeded, into train / validation / held-out: fastText's settings
-are tuned on validation (`distil.tune`: models trained on train, scored by validation ROC AUC), the decision
-threshold is chosen on validation for the configured target (or, when the validation split is smaller than
-`distil.cv_min_validation`, on out-of-fold scores of a k-fold cross-validation over train+validation, the
-shipped model then learning on train+validation), and every reported metric is measured on the held-out
-part, which none of that saw. Topics: a one-vs-all model over the teacher's topics,
-split the same way (stratified by each document's first topic).
+Quality: binary at `distil.label_threshold` (teacher score >= threshold is __label__hq), on the text view the
+teacher read (`distil.text_view`). The labelled documents are split, stratified by class and seeded, into
+training and held-out labels. fastText's settings are chosen on the training labels by cross-validation (mean
+out-of-fold ROC AUC over k folds, repeated when the labels are few, and the one-standard-error rule; one
+validation split above `distil.cv_max_labels` labels), and the decision threshold on the out-of-fold scores
+of the chosen settings. A model trained on the training labels gives the held-out metrics (the held-out
+labels are seen by nothing before), their spread is measured over training and split seeds, and the shipped
+model is then refit on every label (`distil.refit_all`), optionally as a bag. Topics and formats: one-vs-all
+models over the teacher's tags, split the same way (stratified by each document's first tag).
 
 A classifier is refused (DistilError, nothing written) when it would be trained on too few labels or on a
 single class; a topic model is skipped, with the reason in metrics.json and the card, on the same grounds.
@@ -43,6 +44,7 @@ import yaml
 from classifiers import evaluate
 from classifiers.artifact import (
     FORMAT,
+    HELDOUT_SCORES,
     LABEL_PREFIX,
     NEGATIVE_LABEL,
     POSITIVE_LABEL,
@@ -172,6 +174,15 @@ def _write_lines(lines: list[str], workdir: Path, name: str) -> Path:
 # The fastText settings `distil.tune` searches (DistilConfig field names; fastText calls word_ngrams
 # wordNgrams and min_count minCount).
 TUNED_SETTINGS = ("lr", "epoch", "word_ngrams", "dim", "min_count")
+# The one-standard-error rule's order of simplicity, simplest first: compared setting by setting in this
+# order, fewer word n-grams, then fewer dimensions, then a higher min_count (a smaller vocabulary), then fewer
+# epochs, then a lower learning rate ("-" : higher is simpler).
+SIMPLICITY = ("word_ngrams", "dim", "-min_count", "epoch", "lr")
+
+
+def complexity(settings: dict[str, Any]) -> tuple:
+    """Sort key of `SIMPLICITY`: smaller is simpler."""
+    return tuple(-settings[key[1:]] if key.startswith("-") else settings[key] for key in SIMPLICITY)
 
 
 def configured_settings(cfg: DistilConfig) -> dict[str, Any]:
@@ -180,8 +191,9 @@ def configured_settings(cfg: DistilConfig) -> dict[str, Any]:
 
 def tuning_candidates(cfg: DistilConfig) -> list[dict[str, Any]]:
     """The settings the search tries, in order: the configured ones first (so the search never picks worse
-    on validation than not searching), then every other point of the grid (`distil.tune_grid`; an axis it
-    does not list stays at its configured value) in a permutation seeded by `distil.seed`."""
+    than not searching, and a budget that runs out still has them), then every other point of the grid
+    (`distil.tune_grid`; an axis it does not list stays at its configured value) in a permutation seeded by
+    `distil.seed`."""
     base = configured_settings(cfg)
     axes = [sorted(set(cfg.tune_grid.get(key, [base[key]]))) for key in TUNED_SETTINGS]
     others = [settings for settings in (dict(zip(TUNED_SETTINGS, values)) for values in itertools.product(*axes))
@@ -192,7 +204,8 @@ def tuning_candidates(cfg: DistilConfig) -> list[dict[str, Any]]:
 
 def best_trial(trials: list[dict[str, Any]]) -> int:
     """Index of the trial with the highest validation ROC AUC; ties (to 1e-9) go to the smaller model
-    (fewer parameters), then to less training work (epoch x word_ngrams), then to the earlier trial."""
+    (fewer parameters), then to less training work (epoch x word_ngrams), then to the earlier trial. The
+    choice of `distil.one_se: false` in validation mode."""
     def key(i: int) -> tuple:
         trial = trials[i]
         auc = trial["validation_auc"]
@@ -202,21 +215,209 @@ def best_trial(trials: list[dict[str, Any]]) -> int:
     return min(range(len(trials)), key=key)
 
 
-def _parameters(model, settings: dict[str, Any], bucket: int) -> int:
-    """Rows x dim of the input matrix: fastText drops the n-gram buckets when word_ngrams is 1."""
-    rows = len(model.get_words()) + (bucket if settings["word_ngrams"] > 1 else 0)
-    return rows * settings["dim"]
+def one_se_choice(trials: list[dict[str, Any]], one_se: bool = True) -> tuple[int, int, float | None]:
+    """(best, chosen, cut) over trials with a `mean_auc` and a `se`: best has the highest mean (ties: the
+    simpler, then the earlier); chosen is the simplest trial (`SIMPLICITY`, ties: the earlier) whose mean is
+    at least cut = best mean - best SE (the one-standard-error rule), or best itself without the rule.
+    Trials whose training failed (mean None) never win."""
+    scored = [i for i, t in enumerate(trials) if t["mean_auc"] is not None]
+    if not scored:
+        raise DistilError("every configuration of the search failed to train: " + "; ".join(
+            str(t.get("error")) for t in trials[:3]))
+    best = min(scored, key=lambda i: (-round(trials[i]["mean_auc"], 9), complexity(trials[i]), i))
+    if not one_se:
+        return best, best, None
+    cut = float(trials[best]["mean_auc"] - (trials[best]["se"] or 0.0))
+    eligible = [i for i in scored if trials[i]["mean_auc"] >= cut - 1e-12]
+    return best, min(eligible, key=lambda i: (complexity(trials[i]), i)), cut
+
+
+def auc_standard_error(auc: float | None, positives: int, negatives: int) -> float | None:
+    """Hanley & McNeil's (1982) standard error of a ROC AUC measured on one split of `positives` and
+    `negatives` documents (the validation mode's SE, where there are no folds to take one from)."""
+    if auc is None or positives < 1 or negatives < 1:
+        return None
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) \
+        / (positives * negatives)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    arr = np.array([v for v in values if v is not None], dtype=np.float64)
+    if not len(arr):
+        return {"n": 0}
+    return {"n": int(len(arr)), "mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+            "min": float(arr.min()), "max": float(arr.max())}
+
+
+class QualityLines:
+    """The quality labels as fastText training lines, and the files fastText reads: a set of documents is
+    written once (in a seeded random order with `distil.shuffle`, else in the labels' order; a bootstrap
+    sample repeats documents) and every model trained on it reads the same file."""
+
+    def __init__(self, texts: list[str], y: np.ndarray, cfg: DistilConfig, workdir: Path):
+        self.texts, self.y, self.cfg, self.workdir = texts, y, cfg, workdir
+        self._files: dict[tuple, Path] = {}
+
+    def line(self, i: int) -> str:
+        return f"{POSITIVE_LABEL if self.y[i] else NEGATIVE_LABEL} {self.texts[i]}"
+
+    def order(self, indices: list[int], seed: int) -> list[int]:
+        indices = list(indices)
+        if not self.cfg.shuffle:
+            return indices
+        return [indices[i] for i in np.random.default_rng([seed, 7]).permutation(len(indices))]
+
+    def file(self, indices: list[int], seed: int | None = None) -> Path:
+        """The training file of `indices` (in this order unless shuffled with `seed`, default distil.seed)."""
+        seed = self.cfg.seed if seed is None else seed
+        key = (tuple(indices), seed if self.cfg.shuffle else None)
+        if key not in self._files:
+            path = self.workdir / f"quality-{len(self._files):04d}.train.txt"
+            path.write_text("\n".join(self.line(i) for i in self.order(indices, seed)) + "\n", encoding="utf-8")
+            self._files[key] = path
+        return self._files[key]
+
+    def train(self, indices: list[int], settings: dict[str, Any], *, seed: int | None = None):
+        """(model, lr used, train file): fastText trained on `indices` with `settings`, fastText's seed and the
+        line order seeded by `seed` (default distil.seed)."""
+        seed = self.cfg.seed if seed is None else seed
+        path = self.file(indices, seed)
+        return train_fasttext([], self.cfg.model_copy(update={**settings, "seed": seed}), self.workdir, "quality",
+                              train_file=path)
+
+    def scores(self, model, indices: list[int]) -> np.ndarray:
+        return positive_probabilities(model, [self.texts[i] for i in indices])
+
+
+def bag_members(indices: list[int], cfg: DistilConfig) -> list[tuple[list[int], int]]:
+    """(documents, seed) of each bag member: the first is every document with distil.seed (the model a bag of
+    one is), the others a bootstrap sample (`bag_sampling: bootstrap`, seeded) or every document, with the
+    seed + m."""
+    members = [(list(indices), cfg.seed)]
+    for m in range(1, cfg.bag):
+        if cfg.bag_sampling == "bootstrap":
+            picks = np.random.default_rng([cfg.seed, m, 11]).integers(0, len(indices), len(indices))
+            members.append(([indices[int(p)] for p in np.sort(picks)], cfg.seed + m))
+        else:
+            members.append((list(indices), cfg.seed + m))
+    return members
+
+
+def bag_scores(lines: QualityLines, train_on: list[int], score_on: list[int], settings: dict[str, Any],
+               cfg: DistilConfig) -> np.ndarray:
+    """Mean P(hq) over the bag's models trained on `train_on`, of the documents `score_on`."""
+    total = np.zeros(len(score_on), dtype=np.float64)
+    for members, seed in bag_members(train_on, cfg):
+        model, _, _ = lines.train(members, settings, seed=seed)
+        total += lines.scores(model, score_on)
+        del model
+    return (total / cfg.bag).astype(np.float32)
+
+
+def selection_mode(cfg: DistilConfig, n: int) -> str:
+    if cfg.selection != "auto":
+        return cfg.selection
+    return "cross_validation" if n <= cfg.cv_max_labels else "validation"
+
+
+def cross_validate_settings(lines: QualityLines, pool: list[int], cfg: DistilConfig, *,
+                            clock=time.perf_counter) -> tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]:
+    """Rank the candidate settings by mean out-of-fold ROC AUC over a stratified `distil.cv_folds`-fold split
+    of `pool` (repeated `cv_repeats` times with other seeds below `cv_repeat_below` documents), choose by the
+    one-standard-error rule, within `tune_budget_s` (checked before each candidate; the configured settings
+    always run). Returns (chosen settings, report, labels, out-of-fold scores of the chosen settings over
+    every repeat): only `pool` is seen here."""
+    started = clock()
+    y = lines.y[pool]
+    k = max(2, min(cfg.cv_folds, int(np.bincount(y, minlength=2).min())))
+    repeats = cfg.cv_repeats if len(pool) < cfg.cv_repeat_below else 1
+    splits = [stratified_folds(y.tolist(), k, cfg.seed + 2 + r) for r in range(repeats)]
+    candidates = tuning_candidates(cfg) if cfg.tune else [configured_settings(cfg)]
+    trials: list[dict[str, Any]] = []
+    out_of_fold: list[np.ndarray] = []
+    for settings in candidates:
+        if trials and clock() - started >= cfg.tune_budget_s:
+            break
+        trial_started = clock()
+        scores = np.full((repeats, len(pool)), np.nan, dtype=np.float32)
+        aucs: list[float] = []
+        lr_used: float | None = settings["lr"]
+        error = None
+        for r, folds in enumerate(splits):
+            for fold in folds:
+                held = set(fold)
+                train = [pool[j] for j in range(len(pool)) if j not in held]
+                try:
+                    if cfg.bag > 1:
+                        fold_scores = bag_scores(lines, train, [pool[j] for j in fold], settings, cfg)
+                    else:
+                        model, used, _ = lines.train(train, settings)
+                        lr_used = min(lr_used, used)
+                        fold_scores = lines.scores(model, [pool[j] for j in fold])
+                        del model
+                except DistilError as exc:  # diverged even at a quarter of its lr: this configuration loses
+                    error = str(exc)
+                    break
+                scores[r, fold] = fold_scores
+                auc = evaluate.roc_auc(y[fold], fold_scores)
+                if auc is not None:
+                    aucs.append(auc)
+            if error:
+                break
+        spread = _spread(aucs) if not error else {"n": 0}
+        trials.append({**settings, "mean_auc": spread.get("mean"),
+                       "se": float(spread["sd"] / np.sqrt(spread["n"])) if spread["n"] > 1 else None,
+                       "sd": spread.get("sd"), "fold_aucs": [round(a, 6) for a in aucs],
+                       "lr_used": None if error else lr_used, "seconds": round(clock() - trial_started, 3),
+                       **({"error": error} if error else {})})
+        out_of_fold.append(scores)
+    best, chosen_index, cut = one_se_choice(trials, cfg.one_se)
+    chosen = {key: trials[chosen_index][key] for key in TUNED_SETTINGS}
+    report = {
+        "enabled": bool(cfg.tune), "mode": "cross_validation", "selected_on": "cross_validation",
+        "metric": "roc_auc", "folds": k, "repeats": repeats, "documents": len(pool), "heldout_used": False,
+        "rule": "one_standard_error" if cfg.one_se else "best_mean", "simplicity": list(SIMPLICITY),
+        "grid": cfg.tune_grid if cfg.tune else None, "budget_s": cfg.tune_budget_s,
+        "configs_in_grid": len(candidates), "configs_tried": len(trials),
+        "complete": len(trials) == len(candidates), "seconds": round(clock() - started, 3),
+        "chosen": chosen, "chosen_trial": chosen_index, "best_trial": best,
+        "chosen_mean_auc": trials[chosen_index]["mean_auc"], "chosen_se": trials[chosen_index]["se"],
+        "best_mean_auc": trials[best]["mean_auc"], "best_se": trials[best]["se"], "one_se_cut": cut,
+        "configured_mean_auc": trials[0]["mean_auc"],
+        "why": _why(trials, best, chosen_index, cut),
+        "trials": trials,
+    }
+    scores = out_of_fold[chosen_index]
+    return chosen, report, np.tile(y, repeats), scores.reshape(-1)
+
+
+def _why(trials: list[dict[str, Any]], best: int, chosen: int, cut: float | None) -> str:
+    b, c = trials[best], trials[chosen]
+    if cut is None:
+        return f"the best mean AUC ({_auc(b['mean_auc'])}); distil.one_se is off"
+    if best == chosen:
+        return (f"the best mean AUC ({_auc(b['mean_auc'])} ± {_auc(b['se'])} SE), and no simpler configuration "
+                f"within one standard error of it (>= {_auc(cut)})")
+    return (f"the simplest configuration within one standard error of the best: mean AUC {_auc(c['mean_auc'])} >= "
+            f"{_auc(cut)} = best {_auc(b['mean_auc'])} - SE {_auc(b['se'])}")
 
 
 def tune_settings(train_file: Path, validation_texts: list[str], validation_labels, cfg: DistilConfig,
-                  workdir: Path, *, clock=time.perf_counter) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Search `tuning_candidates(cfg)` in order: train on `train_file` (the train split), score the
-    validation split, until `distil.tune_budget_s` is spent (checked before each trial, so the last one may
-    overrun it; the first always runs). Returns (chosen settings, search report). Only the train and
-    validation splits are seen here: the held-out split is not an argument."""
-    candidates = tuning_candidates(cfg)
+                  workdir: Path, *, clock=time.perf_counter) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+    """Validation mode: search `tuning_candidates(cfg)` in order, training on `train_file` (the train split) and
+    scoring the validation split, until `distil.tune_budget_s` is spent (checked before each trial, so the last
+    one may overrun it; the first always runs). The SE of each validation AUC is Hanley and McNeil's; the
+    choice is the one-standard-error rule's (`distil.one_se`), else `best_trial`. Returns (chosen settings,
+    search report, the chosen trial's validation scores). Only the train and validation splits are seen
+    here: the held-out split is not an argument."""
+    candidates = tuning_candidates(cfg) if cfg.tune else [configured_settings(cfg)]
+    labels = np.asarray(validation_labels)
+    positives = int(labels.sum())
     started = clock()
     trials: list[dict[str, Any]] = []
+    validation_scores: list[np.ndarray | None] = []
     for settings in candidates:
         if trials and clock() - started >= cfg.tune_budget_s:
             break
@@ -225,35 +426,57 @@ def tune_settings(train_file: Path, validation_texts: list[str], validation_labe
             model, lr_used, _ = train_fasttext([], cfg.model_copy(update=settings), workdir, "quality-tune",
                                                train_file=train_file)
         except DistilError as exc:  # diverged even at a quarter of its lr: this configuration loses
-            trials.append({**settings, "lr_used": None, "validation_auc": None, "parameters": None,
-                           "error": str(exc), "seconds": round(clock() - trial_started, 3)})
+            trials.append({**settings, "lr_used": None, "validation_auc": None, "mean_auc": None, "se": None,
+                           "parameters": None, "error": str(exc), "seconds": round(clock() - trial_started, 3)})
+            validation_scores.append(None)
             continue
-        auc = evaluate.roc_auc(validation_labels, positive_probabilities(model, validation_texts))
-        trials.append({**settings, "lr_used": lr_used, "validation_auc": auc,
+        scores = positive_probabilities(model, validation_texts)
+        auc = evaluate.roc_auc(labels, scores)
+        trials.append({**settings, "lr_used": lr_used, "validation_auc": auc, "mean_auc": auc,
+                       "se": auc_standard_error(auc, positives, len(labels) - positives),
                        "parameters": _parameters(model, settings, cfg.bucket),
                        "seconds": round(clock() - trial_started, 3)})
+        validation_scores.append(scores)
         del model
-    best = best_trial(trials)
-    chosen = {key: trials[best][key] for key in TUNED_SETTINGS}
+    if cfg.one_se:
+        best, chosen_index, cut = one_se_choice(trials, True)
+    else:
+        best = chosen_index = best_trial(trials)
+        cut = None
+    chosen = {key: trials[chosen_index][key] for key in TUNED_SETTINGS}
     report = {
-        "enabled": True,
+        "enabled": bool(cfg.tune),
+        "mode": "validation",
         "selected_on": "validation",
         "metric": "roc_auc",
         "validation_documents": len(validation_texts),
         "heldout_used": False,
-        "grid": cfg.tune_grid,
+        "rule": "one_standard_error" if cfg.one_se else "best_validation_auc",
+        "simplicity": list(SIMPLICITY),
+        "grid": cfg.tune_grid if cfg.tune else None,
         "budget_s": cfg.tune_budget_s,
         "configs_in_grid": len(candidates),
         "configs_tried": len(trials),
         "complete": len(trials) == len(candidates),
         "seconds": round(clock() - started, 3),
         "chosen": chosen,
-        "chosen_trial": best,
-        "chosen_validation_auc": trials[best]["validation_auc"],
+        "chosen_trial": chosen_index,
+        "best_trial": best,
+        "chosen_validation_auc": trials[chosen_index]["validation_auc"],
+        "chosen_mean_auc": trials[chosen_index]["mean_auc"], "chosen_se": trials[chosen_index]["se"],
+        "best_mean_auc": trials[best]["mean_auc"], "best_se": trials[best]["se"], "one_se_cut": cut,
         "configured_validation_auc": trials[0]["validation_auc"],
+        "configured_mean_auc": trials[0]["mean_auc"],
+        "why": _why(trials, best, chosen_index, cut),
         "trials": trials,
     }
-    return chosen, report
+    return chosen, report, validation_scores[chosen_index]
+
+
+def _parameters(model, settings: dict[str, Any], bucket: int) -> int:
+    """Rows x dim of the input matrix: fastText drops the n-gram buckets when word_ngrams is 1."""
+    rows = len(model.get_words()) + (bucket if settings["word_ngrams"] > 1 else 0)
+    return rows * settings["dim"]
 
 
 def stratified_folds(strata: list[Any], k: int, seed: int) -> list[list[int]]:
@@ -313,87 +536,195 @@ def topic_label_map(topics: list[str]) -> dict[str, str]:
     return mapping
 
 
-def distil_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConfig, workdir: Path,
-                   model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Tune on validation, choose the threshold (on validation, or by cross-validation over train+validation
-    when validation is small), train the shipped model, evaluate on held-out; returns (config section,
-    metrics)."""
-    _refuse_quality(docs, label_set, cfg)
-    texts = [normalize_text(d.text) for d in docs]
-    y = np.array([int(d.is_positive) for d in docs], dtype=np.int8)
-    train_val, heldout = stratified_split(y.tolist(), cfg.holdout_fraction, cfg.seed)
-    rest, validation = stratified_split(y[train_val].tolist(), cfg.validation_fraction, cfg.seed + 1)
-    train = [train_val[i] for i in rest]
-    validation = [train_val[i] for i in validation]
 
-    def line(i: int) -> str:
-        return f"{POSITIVE_LABEL if y[i] else NEGATIVE_LABEL} {texts[i]}"
+def text_view(label_set: LabelSet, cfg: DistilConfig) -> dict[str, Any]:
+    """What the student reads, for training and for scoring alike: `max_chars` (the first characters of a
+    page; None = the whole page), with how much the teacher read and where that number came from."""
+    teacher_chars = cfg.teacher_chars if cfg.teacher_chars is not None else label_set.teacher_chars
+    source = ("distil.teacher_chars" if cfg.teacher_chars is not None
+              else label_set.teacher_chars_source if label_set.teacher_chars is not None else None)
+    max_chars = teacher_chars if cfg.text_view == "teacher" else None
+    if max_chars is not None:
+        what = f"the first {max_chars} characters of each page (what the teacher read)"
+    elif teacher_chars is None:
+        what = "the whole text (the teacher read the whole text, as far as the labels say)"
+    else:
+        what = f"the whole page (distil.text_view: page; the teacher read its first {teacher_chars} characters)"
+    return {"view": cfg.text_view, "max_chars": max_chars, "teacher_chars": teacher_chars,
+            "teacher_chars_source": source, "trained_on": what, "scored_on": what}
 
-    train_file = _write_lines([line(i) for i in train], workdir, "quality")
-    # 1. settings: tuned on validation (models trained on train), or the configured ones
-    if cfg.tune:
-        settings, tuning = tune_settings(train_file, [texts[i] for i in validation], y[validation], cfg, workdir)
-    else:
-        settings, tuning = configured_settings(cfg), {"enabled": False, "heldout_used": False}
-    chosen = cfg.model_copy(update=settings)
-    # 2. what the shipped model learns on, and where the threshold comes from
-    cross_validate = len(validation) < cfg.cv_min_validation
-    final = sorted(train + validation) if cross_validate else train
-    quantize = cfg.quantize and len(final) >= cfg.quantize_min_labels
-    if cross_validate:
-        started = time.perf_counter()
-        folds_k = min(cfg.cv_folds, int(np.bincount(y[final], minlength=2).min()))
-        folds = stratified_folds(y[final].tolist(), folds_k, cfg.seed + 2)
-        out_of_fold = np.full(len(final), np.nan, dtype=np.float32)
-        for f, fold in enumerate(folds):
-            held = set(fold)
-            # not quantised even when the shipped model is: product quantisation costs seconds per model, and
-            # it only applies from distil.quantize_min_labels examples, where validation is rarely this small
-            fold_model, _, _ = train_fasttext([line(final[j]) for j in range(len(final)) if j not in held],
-                                              chosen, workdir, f"quality-fold{f}")
-            out_of_fold[fold] = positive_probabilities(fold_model, [texts[final[j]] for j in fold])
-            del fold_model
-        threshold_labels, threshold_scores = y[final], out_of_fold
-        threshold_choice = {
-            "method": "cross_validation", "folds": folds_k, "documents": len(final),
-            "reason": f"validation split of {len(validation)} documents < distil.cv_min_validation="
-                      f"{cfg.cv_min_validation}: out-of-fold scores over train+validation",
-            "seconds": round(time.perf_counter() - started, 3)}
-        if quantize:
-            threshold_choice["fold_models_quantized"] = False
-    else:
-        threshold_choice = {"method": "validation", "documents": len(validation)}
-    # 3. the shipped model
+
+def _fit(lines: QualityLines, indices: list[int], settings: dict[str, Any], cfg: DistilConfig, path: Path,
+         quantize: bool, seed: int | None = None):
+    """A model trained on `indices` (quantised when asked), saved to `path` and loaded back: (model, lr used)."""
+    model, lr_used, train_file = lines.train(indices, settings, seed=seed)
+    if quantize:
+        _quantize(model, train_file, cfg)
+    return save_model(model, path), lr_used
+
+
+def _fit_bag(lines: QualityLines, indices: list[int], settings: dict[str, Any], cfg: DistilConfig, folder: Path,
+             model_file: str, quantize: bool) -> tuple[list[Any], list[str], float]:
+    """The bag's models (one without bagging) trained on `indices`, saved in `folder` as `model_file` and
+    `quality.bag-<m>.<ext>`: (models, file names, lr used by the first)."""
+    models, files, first_lr = [], [], settings["lr"]
+    suffix = Path(model_file).suffix
+    for m, (members, seed) in enumerate(bag_members(indices, cfg)):
+        name = model_file if m == 0 else f"quality.bag-{m}{suffix}"
+        model, lr_used = _fit(lines, members, settings, cfg, folder / name, quantize, seed)
+        models.append(model)
+        files.append(name)
+        if m == 0:
+            first_lr = lr_used
+    return models, files, first_lr
+
+
+def _mean_scores(lines: QualityLines, models: list[Any], indices: list[int]) -> np.ndarray:
+    return np.mean([lines.scores(model, indices) for model in models], axis=0).astype(np.float32)
+
+
+def measure_variance(lines: QualityLines, settings: dict[str, Any], cfg: DistilConfig, report_on: list[int],
+                     heldout: list[int], heldout_auc: float | None) -> dict[str, Any]:
+    """The spread of the held-out ROC AUC with the chosen settings: the held-out model trained again with
+    `variance_seeds` training seeds (fastText's seed and the line order; same split), and on
+    `variance_seeds` seeded splits (the split seed; same training seed). The first of each is the reported
+    model. The settings are not chosen again per split."""
+    n = cfg.variance_seeds
+    if n < 2:
+        return {"measured": False, "reason": f"distil.variance_seeds={n}"}
     started = time.perf_counter()
-    model, lr_used, final_file = train_fasttext([line(i) for i in final], chosen, workdir, "quality-final",
-                                                train_file=None if cross_validate else train_file)
-    train_seconds = time.perf_counter() - started
-    model_file = "quality.bin"
-    quantized: dict[str, Any] = {"quantized": False}
-    if cfg.quantize:
-        if quantize:
-            _quantize(model, final_file, cfg)
-            model_file = "quality.ftz"
-            quantized = {"quantized": True}
+
+    def auc_of(train_on: list[int], test_on: list[int], seed: int) -> float | None:
+        varied = cfg.model_copy(update={"seed": seed})
+        if cfg.bag > 1:
+            scores = bag_scores(lines, train_on, test_on, settings, varied)
         else:
-            quantized["quantize_skipped"] = (f"{len(final)} training examples < distil.quantize_min_labels="
-                                             f"{cfg.quantize_min_labels}")
-    # score with the saved file, through the same function the artifact uses
-    shipped = save_model(model, model_dir / model_file)
-    if not cross_validate:
-        threshold_labels = y[validation]
-        threshold_scores = positive_probabilities(shipped, [texts[i] for i in validation])
+            model, _, _ = lines.train(train_on, settings, seed=seed)
+            scores = lines.scores(model, test_on)
+        return evaluate.roc_auc(lines.y[test_on], scores)
+
+    training = [heldout_auc] + [auc_of(report_on, heldout, cfg.seed + s) for s in range(1, n)]
+    splits = [heldout_auc]
+    for s in range(1, n):
+        rest, other_heldout = stratified_split(lines.y.tolist(), cfg.holdout_fraction, cfg.seed + 1000 * s)
+        splits.append(auc_of(rest, other_heldout, cfg.seed))
+    both = _spread(training[1:] + splits)
+    return {
+        "measured": True, "metric": "heldout_roc_auc", "seeds": n,
+        "training_seed": {**_spread(training), "aucs": [None if a is None else round(a, 6) for a in training],
+                          "what": "fastText's seed and the training-line order, same split and settings"},
+        "split_seed": {**_spread(splits), "aucs": [None if a is None else round(a, 6) for a in splits],
+                       "what": "the held-out split's seed, same training seed and settings"},
+        "overall_sd": both.get("sd"),
+        "quantized": False,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def distil_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConfig, workdir: Path,
+                   model_dir: Path, max_chars: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split off the held-out labels; choose the settings and the threshold on the rest (cross-validation, or
+    one validation split); measure the held-out metrics on a model trained on the rest; measure their
+    spread over seeds; then refit the shipped model on every label (`distil.refit_all`). Returns (config
+    section, metrics)."""
+    _refuse_quality(docs, label_set, cfg)
+    texts = [normalize_text(d.text, max_chars) for d in docs]
+    y = np.array([int(d.is_positive) for d in docs], dtype=np.int8)
+    everything = list(range(len(docs)))
+    train_val, heldout = stratified_split(y.tolist(), cfg.holdout_fraction, cfg.seed)
+    lines = QualityLines(texts, y, cfg, workdir)
+    mode = selection_mode(cfg, len(train_val))
+    legacy = mode == "validation" and not cfg.refit_all  # the shipped model is the held-out one
+    # 1. settings, and the out-of-sample scores of the chosen settings the threshold is chosen on
+    if mode == "cross_validation":
+        settings, tuning, threshold_labels, threshold_scores = cross_validate_settings(lines, train_val, cfg)
+        train, validation = train_val, []
+        report_on = train_val
+        threshold_choice = {
+            "method": "cross_validation", "folds": tuning["folds"], "repeats": tuning["repeats"],
+            "documents": len(train_val), "scores": "out_of_fold",
+            "reason": "out-of-fold scores of the chosen settings (every repeat) over the training labels: the "
+                      "scores of models that did not see the documents, as the held-out and shipped models' are"}
+    else:
+        rest, val = stratified_split(y[train_val].tolist(), cfg.validation_fraction, cfg.seed + 1)
+        train = [train_val[i] for i in rest]
+        validation = [train_val[i] for i in val]
+        settings, tuning, validation_scores = tune_settings(
+            lines.file(train), [texts[i] for i in validation], y[validation], cfg, workdir)
+        if not cfg.tune:
+            tuning = {"enabled": False, "mode": "validation", "heldout_used": False}
+        if len(validation) >= cfg.cv_min_validation:
+            threshold_labels, threshold_scores = y[validation], validation_scores
+            threshold_choice = {"method": "validation", "documents": len(validation), "scores": "validation_split"}
+            report_on = train if legacy else train_val
+        else:
+            started = time.perf_counter()
+            k = min(cfg.cv_folds, int(np.bincount(y[train_val], minlength=2).min()))
+            folds = stratified_folds(y[train_val].tolist(), k, cfg.seed + 2)
+            threshold_scores = np.full(len(train_val), np.nan, dtype=np.float32)
+            for fold in folds:
+                held = set(fold)
+                fold_train = [train_val[j] for j in range(len(train_val)) if j not in held]
+                model, _, _ = lines.train(fold_train, settings)
+                threshold_scores[fold] = lines.scores(model, [train_val[j] for j in fold])
+                del model
+            threshold_labels = y[train_val]
+            report_on = train_val
+            threshold_choice = {
+                "method": "cross_validation", "folds": k, "repeats": 1, "documents": len(train_val),
+                "scores": "out_of_fold",
+                "reason": f"validation split of {len(validation)} documents < distil.cv_min_validation="
+                          f"{cfg.cv_min_validation}: out-of-fold scores over train+validation",
+                "seconds": round(time.perf_counter() - started, 3)}
     threshold = evaluate.choose_threshold(threshold_labels, threshold_scores, cfg.threshold_target, cfg.target_value)
-    held_scores = positive_probabilities(shipped, [texts[i] for i in heldout])
+    shipped_on = everything if cfg.refit_all else report_on
+    quantize = cfg.quantize and len(shipped_on) >= cfg.quantize_min_labels
+    model_file = "quality.ftz" if quantize else "quality.bin"
+    quantized: dict[str, Any] = {"quantized": quantize}
+    if cfg.quantize and not quantize:
+        quantized["quantize_skipped"] = (f"{len(shipped_on)} training examples < distil.quantize_min_labels="
+                                         f"{cfg.quantize_min_labels}")
+    if quantize and threshold_choice["method"] == "cross_validation":
+        threshold_choice["fold_models_quantized"] = False
+    # 2. the held-out model: never saw the held-out labels; the reported metrics are its
+    started = time.perf_counter()
+    report_dir = workdir / "heldout-model"
+    report_dir.mkdir(exist_ok=True)
+    report_models, report_files, lr_used = _fit_bag(lines, report_on, settings, cfg,
+                                                    report_dir if cfg.refit_all else model_dir, model_file, quantize)
+    held_scores = _mean_scores(lines, report_models, heldout)
+    del report_models
+    report_seconds = time.perf_counter() - started
     metrics = evaluate.quality_metrics(y[heldout], held_scores, threshold)
-    # validation metrics at the same threshold: of the shipped model on validation, or out-of-fold
     metrics["validation"] = {**evaluate.quality_metrics(threshold_labels, threshold_scores, threshold),
-                             "scores": "out_of_fold" if cross_validate else "validation_split"}
+                             "scores": threshold_choice["scores"]}
+    # 3. the spread of the held-out AUC over seeds
+    variance = measure_variance(lines, settings, cfg, report_on, heldout, metrics["roc_auc"])
+    # 4. the shipped model(s): refit on every label with the same settings and threshold
+    started = time.perf_counter()
+    if cfg.refit_all:
+        _, shipped_files, lr_used = _fit_bag(lines, shipped_on, settings, cfg, model_dir, model_file, quantize)
+    else:
+        shipped_files = report_files
+    train_seconds = time.perf_counter() - started if cfg.refit_all else report_seconds
     metrics["split"] = {"train": len(train), "validation": len(validation), "heldout": len(heldout),
-                        "train_positives": int(y[train].sum()), "final_model_trained_on": len(final)}
+                        "train_positives": int(y[train].sum()), "heldout_model_trained_on": len(report_on),
+                        "final_model_trained_on": len(shipped_on)}
+    metrics["models"] = {
+        "metrics_of": "heldout_model",
+        "heldout_model": {"trained_on": len(report_on), "saw_heldout_labels": False, "shipped": not cfg.refit_all},
+        "shipped_model": {"trained_on": len(shipped_on), "refit_all": cfg.refit_all,
+                          "saw_heldout_labels": cfg.refit_all, "files": shipped_files},
+        "threshold": ("chosen on out-of-sample scores of the chosen settings (" + threshold_choice["scores"]
+                      + "), applied unchanged to the held-out and the shipped model"),
+    }
     metrics["hyperparameters"] = {**settings, "bucket": cfg.bucket}
     metrics["tuning"] = tuning
     metrics["threshold_choice"] = threshold_choice
+    metrics["variance"] = variance
+    metrics["bag"] = {"models": cfg.bag, **({"sampling": cfg.bag_sampling, "combine": "mean P(hq)"}
+                                            if cfg.bag > 1 else {})}
+    metrics["shuffled"] = cfg.shuffle
     metrics["lr_used"] = lr_used
     metrics["train_seconds"] = round(train_seconds, 3)
     metrics.update(quantized)
@@ -408,9 +739,14 @@ def distil_quality(docs: list[LabelledDoc], label_set: LabelSet, cfg: DistilConf
         "threshold_method": threshold_choice["method"],
         "hyperparameters": {**settings, "bucket": cfg.bucket},
         "tuned": bool(cfg.tune),
+        "selection": tuning.get("mode", mode),
+        "refit_all": cfg.refit_all,
+        **({"bag_files": shipped_files[1:], "bag_combine": "mean"} if cfg.bag > 1 else {}),
         "heldout_doc_ids": sorted(docs[i].doc_id for i in heldout),
+        "heldout_scores": [(docs[i].doc_id, int(y[i]), float(s)) for i, s in zip(heldout, held_scores)],
     }
     return section, metrics
+
 
 
 def tags_of(doc: LabelledDoc, kind: str) -> list[str] | None:
@@ -419,9 +755,10 @@ def tags_of(doc: LabelledDoc, kind: str) -> list[str] | None:
 
 
 def distil_tags(docs: list[LabelledDoc], kind: str, cfg: DistilConfig, workdir: Path,
-                model_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+                model_dir: Path, max_chars: int | None = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """One-vs-all model over the teacher's tags of `kind` ("topics" or "formats"), split stratified by each
-    document's first tag; (None, {"skipped": reason}) when the labels cannot support one."""
+    document's first tag, on the same text view as the quality model; (None, {"skipped": reason}) when the
+    labels cannot support one."""
     noun = TAG_KINDS[kind]
     labelled = [d for d in docs if tags_of(d, kind) is not None]
     if not labelled:
@@ -433,7 +770,7 @@ def distil_tags(docs: list[LabelledDoc], kind: str, cfg: DistilConfig, workdir: 
                                  f"need distil.min_labels={cfg.min_labels} documents and 2 {kind}"}
     mapping = topic_label_map(list(distinct))
     label_of = {tag: label for label, tag in mapping.items()}
-    texts = [normalize_text(d.text) for d in labelled]
+    texts = [normalize_text(d.text, max_chars) for d in labelled]
     tags = [tags_of(d, kind) for d in labelled]
     rest, heldout = stratified_split([(t or [""])[0] for t in tags], cfg.holdout_fraction, cfg.seed)
     # fastText skips lines without a label: documents with no tag only serve as held-out negatives
@@ -468,20 +805,27 @@ def _staging_dir(out_dir: Path) -> Path:
 def write_artifact(label_set: LabelSet, cfg: DistilConfig, folder: Path) -> dict[str, Any]:
     """Train the quality (and topic) models from `label_set` and write every file of the artifact into
     `folder` (empty; the caller installs it). Returns the metrics (metrics.json)."""
+    view = text_view(label_set, cfg)
+    max_chars = view["max_chars"]
     quality_docs = [d for d in label_set.docs if d.is_positive is not None]
-    empty = [d for d in quality_docs if not normalize_text(d.text)]
+    empty = [d for d in quality_docs if not normalize_text(d.text, max_chars)]
     if empty:
         label_set.skipped["empty_text"] += len(empty)
-        quality_docs = [d for d in quality_docs if normalize_text(d.text)]
+        quality_docs = [d for d in quality_docs if normalize_text(d.text, max_chars)]
     with tempfile.TemporaryDirectory(prefix="distil-") as work:
         workdir = Path(work)
-        quality_section, quality_metrics = distil_quality(quality_docs, label_set, cfg, workdir, folder)
-        tag_docs = [d for d in label_set.docs if normalize_text(d.text)]
-        tag_results = {kind: distil_tags(tag_docs, kind, cfg, workdir, folder) for kind in TAG_KINDS}
+        quality_section, quality_metrics = distil_quality(quality_docs, label_set, cfg, workdir, folder, max_chars)
+        quality_metrics["text_view"] = view
+        tag_docs = [d for d in label_set.docs if normalize_text(d.text, max_chars)]
+        tag_results = {kind: distil_tags(tag_docs, kind, cfg, workdir, folder, max_chars) for kind in TAG_KINDS}
     heldout_ids = quality_section.pop("heldout_doc_ids")
+    heldout_scores = quality_section.pop("heldout_scores")
     config = {
         "format": FORMAT,
-        "normalization": "newlines become spaces (classifiers.normalize.normalize_text); blank text is empty",
+        "normalization": ("newlines become spaces (classifiers.normalize.normalize_text); blank text is empty"
+                          + (f"; the text is first cut to its first {max_chars} characters (text_view)"
+                             if max_chars is not None else "")),
+        "text_view": {key: view[key] for key in ("view", "max_chars", "teacher_chars", "teacher_chars_source")},
         "quality": quality_section,
         **{kind: section for kind, (section, _) in tag_results.items()},
         "distil": cfg.model_dump(),
@@ -492,31 +836,61 @@ def write_artifact(label_set: LabelSet, cfg: DistilConfig, folder: Path) -> dict
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     write_json(metrics, folder / "metrics.json")
     (folder / "heldout_doc_ids.txt").write_text("".join(f"{i}\n" for i in heldout_ids))
+    # the held-out model's scores of the held-out documents (the shipped model, refit, has seen them)
+    (folder / HELDOUT_SCORES).write_text("".join(
+        json.dumps({"doc_id": doc_id, "label": label, "score": round(score, 7)}) + "\n"
+        for doc_id, label, score in sorted(heldout_scores)))
     (folder / "README.md").write_text(render_card(config, metrics))
     return metrics
 
 
 def describe(metrics: dict[str, Any], out_dir: Path) -> str:
-    """What was trained: the split, the held-out metrics, the topic and format models, where the classifier is."""
+    """What was trained: the split, how the settings and threshold were chosen, the held-out metrics and their
+    spread, which model ships, the topic and format models, where the classifier is."""
     quality = metrics["quality"]
     split = quality["split"]
-    lines = [f"[distil] quality model: {split['train']} train / {split['validation']} validation / "
-             f"{split['heldout']} held-out documents"]
+    tuning = quality.get("tuning") or {}
+    if tuning.get("mode") == "cross_validation" or split.get("validation") == 0:
+        lines = [f"[distil] quality model: {split['train']} training / {split['heldout']} held-out documents"]
+    else:
+        lines = [f"[distil] quality model: {split['train']} train / {split['validation']} validation / "
+                 f"{split['heldout']} held-out documents"]
     settings = quality.get("hyperparameters")
     if settings:
-        tuning = quality.get("tuning") or {}
-        how = (f"tuned on the validation split, {tuning['configs_tried']} of {tuning['configs_in_grid']} configs "
-               f"in {tuning['seconds']:.1f} s, validation AUC {_auc(tuning['chosen_validation_auc'])} vs "
-               f"{_auc(tuning['configured_validation_auc'])} configured" if tuning.get("enabled") else "configured")
+        if tuning.get("mode") == "cross_validation":
+            how = (f"{'searched' if tuning.get('enabled') else 'configured'}: {tuning['configs_tried']} of "
+                   f"{tuning['configs_in_grid']} configs by {tuning['folds']}-fold cross-validation x "
+                   f"{tuning['repeats']} in {tuning['seconds']:.1f} s, mean AUC {_auc(tuning['chosen_mean_auc'])} "
+                   f"± {_auc(tuning['chosen_se'])} SE; {tuning['why']}")
+        elif tuning.get("enabled"):
+            how = (f"tuned on the validation split, {tuning['configs_tried']} of {tuning['configs_in_grid']} configs "
+                   f"in {tuning['seconds']:.1f} s, validation AUC {_auc(tuning['chosen_validation_auc'])} vs "
+                   f"{_auc(tuning['configured_validation_auc'])} configured")
+        else:
+            how = "configured"
         lines.append("[distil] settings: " + ", ".join(f"{k} {settings[k]}" for k in TUNED_SETTINGS) + f" ({how})")
     choice = quality.get("threshold_choice")
     if choice:
         lines.append("[distil] threshold: " + (
-            f"{choice['folds']}-fold cross-validation over train+validation ({choice['documents']} documents); "
-            f"the model trained on all {split.get('final_model_trained_on')}"
-            if choice["method"] == "cross_validation" else f"validation split ({choice['documents']} documents)"))
-    lines += ["[distil] held-out metrics (never used for training, tuning or the threshold):",
-              evaluate.format_quality(quality)]
+            f"out-of-fold scores of {choice['folds']}-fold cross-validation x {choice.get('repeats', 1)} over "
+            f"{choice['documents']} training documents" if choice["method"] == "cross_validation"
+            else f"validation split ({choice['documents']} documents)"))
+    lines += ["[distil] held-out metrics (a model that never saw the held-out labels; the threshold was not "
+              "chosen on them):", evaluate.format_quality(quality)]
+    variance = quality.get("variance") or {}
+    if variance.get("measured"):
+        lines.append(f"[distil] held-out AUC over {variance['seeds']} training seeds "
+                     f"{_auc(variance['training_seed']['mean'])} ± {_auc(variance['training_seed']['sd'])} (sd), over "
+                     f"{variance['seeds']} split seeds {_auc(variance['split_seed']['mean'])} ± "
+                     f"{_auc(variance['split_seed']['sd'])}")
+    models = quality.get("models") or {}
+    shipped = models.get("shipped_model") or {}
+    if shipped.get("refit_all"):
+        lines.append(f"[distil] shipped model: refit on all {shipped['trained_on']} labelled documents with these "
+                     f"settings and threshold ({', '.join(shipped['files'])})")
+    view = quality.get("text_view") or {}
+    if view:
+        lines.append(f"[distil] text view: {view['trained_on']}")
     for kind in TAG_KINDS:
         tag_metrics = metrics.get(kind) or {"skipped": "not trained"}
         lines.append(f"[distil] {kind}: skipped ({tag_metrics['skipped']})" if "skipped" in tag_metrics
@@ -602,7 +976,7 @@ class DistilStage(Stage):
 
     def process(self, worker, shard: Shard) -> ShardResult:
         label_set = load_llm_labels(self.labels_dir, self.docs_dir, self.cfg.distil.label_threshold,
-                                    self.cfg.distil.label_source)
+                                    self.cfg.distil.label_source, teacher_chars=self.cfg.annotate.max_doc_chars)
         skipped = Counter(label_set.skipped)  # label rows left out before training (training adds empty_text)
         tmp = _staging_dir(self.out_dir)
         try:

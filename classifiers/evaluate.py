@@ -210,6 +210,18 @@ def evaluate_classifier(classifier, label_set, doc_ids: set[str] | None = None,
     return result
 
 
+def stored_quality(label_set, stored: dict[str, tuple[bool, float]], doc_ids: set[str] | None,
+                   threshold: float) -> dict[str, Any]:
+    """`quality_metrics` of stored scores ({doc_id: (label at distillation, score)}, an artifact's
+    heldout_scores.jsonl) against the labels of `label_set` (restricted to `doc_ids`): the held-out model's
+    evaluation, reproducible without that model."""
+    docs = [d for d in label_set.docs if d.is_positive is not None and d.doc_id in stored
+            and (doc_ids is None or d.doc_id in doc_ids)]
+    labels = np.array([int(d.is_positive) for d in docs], dtype=np.int8)
+    scores = np.array([stored[d.doc_id][1] for d in docs], dtype=np.float32)
+    return quality_metrics(labels, scores, threshold)
+
+
 def format_quality(metrics: dict[str, Any]) -> str:
     """One readable block for the quality metrics of `quality_metrics`."""
     auc = "n/a (one class)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.3f}"

@@ -57,6 +57,11 @@ class LabelSet:
     labels_dir: str | None = None
     docs_dir: str | None = None
     labels_jsonl: str | None = None
+    # How much of each page the teacher read: the first `teacher_chars` characters (annotate.max_doc_chars),
+    # None for the whole text (a JSONL file's labels, unless distil.teacher_chars says otherwise), and where
+    # that number came from (`teacher_chars_source`: the labels' run record, or the configuration).
+    teacher_chars: int | None = None
+    teacher_chars_source: str | None = None
 
     def teacher(self) -> Teacher:
         """The teacher's provenance as the classifier artifact records it (config.yaml's `teacher`)."""
@@ -125,8 +130,19 @@ def read_texts(docs_dir: str | Path, doc_ids: set[str]) -> dict[str, str]:
 LABEL_SOURCES = ("sampled", "expected")
 
 
+def recorded_teacher_chars(labels_dir: str | Path) -> int | None:
+    """`annotate.max_doc_chars` as the run that wrote `labels_dir` recorded it (RUN/_state/_settings/annotate.json
+    beside RUN/labels), None when there is no such record."""
+    path = Path(labels_dir).parent / "_state" / "_settings" / "annotate.json"
+    try:
+        value = json.loads(path.read_text()).get("annotate.max_doc_chars")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshold: float,
-                    label_source: str = "sampled") -> LabelSet:
+                    label_source: str = "sampled", teacher_chars: int | None = None) -> LabelSet:
     """Join labels/ rows (schemas.LABELS) to their documents' text by doc_id.
 
     Rows with an error are skipped (`label_error`), as are labels whose document is not in `docs_dir`
@@ -134,6 +150,8 @@ def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshol
     gives a document its score, topics and format at once; a `quality` row its score, a `topics` row its
     topics. A document labelled more than once gets the mean quality score (and mean expected score) and the
     union of its topics and formats. `label_source`: "sampled" or "expected" (module docstring).
+    The teacher read the first `annotate.max_doc_chars` characters of each page: the value the labels' run
+    recorded, else `teacher_chars` (the caller's configured annotate.max_doc_chars), else the whole text.
     """
     if label_source not in LABEL_SOURCES:
         raise LabelsError(f"distil.label_source={label_source!r}: expected one of {', '.join(LABEL_SOURCES)}")
@@ -170,6 +188,7 @@ def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshol
         prompts[doc_id].add((task, row["prompt_id"], row["prompt_hash"]))
     ids = set(scores) | set(topics)
     texts = read_texts(docs_dir, ids)
+    recorded = recorded_teacher_chars(labels_dir)
     docs: list[LabelledDoc] = []
     used_models: set[str] = set()
     used_prompts: set[tuple[str, str | None, str | None]] = set()
@@ -200,6 +219,9 @@ def load_llm_labels(labels_dir: str | Path, docs_dir: str | Path, label_threshol
         teacher_models=sorted(used_models), label_threshold=label_threshold,
         prompts=[{"task": t, "prompt_id": i, "prompt_hash": h} for t, i, h in sorted(used_prompts, key=str)],
         label_source=label_source, expected_labels=from_expected,
+        teacher_chars=recorded if recorded is not None else teacher_chars,
+        teacher_chars_source=("recorded" if recorded is not None
+                              else "annotate.max_doc_chars" if teacher_chars is not None else None),
     )
 
 

@@ -26,7 +26,7 @@ md("""# Inspect a run's filter decisions
 Why was each page kept or dropped? Counts per stage and reason, then **one card per sampled document**
 (grouped by stage and reason): its outcome, reason, the scores the run has for it and its URL, above the
 page text in a short scrolling box. Then the LLM and classifier score distributions, what another threshold
-would keep, topics, rewrites, and one page's path through every stage.
+would keep, topics, rewrites, the training mix, and one page's path through every stage.
 
 Set `CURATE_RUN_DIR` to a run's output folder (default: the demo's `runs/demo`). Counts are exact (from
 `report.json`); cards, tables and plots use a seeded sample of whole files (`MAX_ROWS` rows per dataset),
@@ -138,6 +138,36 @@ if not rejected.empty:
     print("rewrites rejected, by reason:")
     display(rejected.groupby("reason").size().rename("units").to_frame())
     display(HTML(render_html(rejected.head(5), ["doc_id", "reason", "detail"], max_chars=300)))""")
+md("""## The training mix
+
+What `curate mix` made of the corpus (mix/, when the run has one): per group, its tokens before (one copy of
+every document) and after (in the mix, copies included), its share of the budget, and whether it was cut (best
+first, by quality_prob) or repeated (up to `mix.max_epochs`; a group held at that cap gives what it still lacks
+to the others).""")
+code("""from pipeline.inspect import mix_view
+
+mix = mix_view(view.root)
+if mix is None:
+    print("no mix in this run: `curate mix --out RUN --target-tokens N` makes one (or mix.target_tokens in the "
+          "config)")
+else:
+    groups, totals = mix
+    print(f"mix: {totals['tokens']:,} tokens for a budget of {totals['target_tokens']:,} "
+          f"({totals['off_target']:+.2%}), {totals['rows']:,} rows of {totals['documents']:,} documents, "
+          f"by {' x '.join(totals['group_by'])}, tokenizer {totals['tokenizer']}")
+    if totals["note"]:
+        print("NOTE:", totals["note"])
+    print("cut:", ", ".join(groups[groups.cut].group) or "none")
+    print("repeated:", ", ".join(groups[groups.repeated].group) or "none",
+          "| at the repeat cap:", ", ".join(groups[groups.at_repeat_cap].group) or "none")
+    display(groups)
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.45 * len(groups))))
+    at = range(len(groups))
+    ax.barh([i - 0.2 for i in at], groups.tokens_before, height=0.4, color="tab:gray", label="before")
+    ax.barh([i + 0.2 for i in at], groups.tokens_after, height=0.4, color="tab:blue", label="after (in the mix)")
+    ax.set_yticks(list(at), groups.group); ax.invert_yaxis(); ax.legend()
+    ax.set_xlabel("tokens"); ax.set_title("tokens per group, before and after the mix")
+    plt.tight_layout(); plt.show()""")
 md("""## Explain one page
 
 One page's path through every stage: what extract, dedup, the labels, the classifier and rewrite did with it

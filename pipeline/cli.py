@@ -63,6 +63,12 @@ STAGE_COMMANDS = (
     Command("dedup", "docs/ -> unique/: exact, URL, MinHash near-duplicates, repeated lines (Ray)", ("dedup",), (
         Flag("--docs", "dedup.docs", "docs/ folder to deduplicate (default: <out>/docs)"),
     )),
+    Command("safety", "unique/ -> safe/: benchmark text (decontam.eval_sets) and personal data (pii.mode) out; "
+                      "other settings re-decide from unique/ (Ray)", ("safety",), (
+        Flag("--eval-set", "decontam.eval_sets", "evaluation sets: JSONL or Parquet files, or `datasets` folders",
+             nargs="+"),
+        Flag("--pii", "pii.mode", "redact | drop | off"),
+    )),
     Command("annotate", "LLM quality scores and topic tags for a sample -> labels/ (Ray)", ("annotate",), (
         Flag("--docs", "annotate.docs", "input Parquet folder (default: OUT/unique, else OUT/docs)"),
         Flag("--sample", "annotate.sample", "documents to annotate", int),
@@ -86,6 +92,18 @@ STAGE_COMMANDS = (
         Flag("--styles", "rewrite.styles", "prompt ids to run, e.g. rewrite_wiki_v1 qa_pairs_v1", nargs="+"),
         Flag("--limit", "rewrite.limit", "rewrite only the first N pages", int),
     ), llm=True),
+    Command("mix", "corpus/ (+ synthetic/) -> mix/: a training mix of N tokens by group (topic, format, quality "
+                   "bucket), cut best first or repeated, in a seeded order; tokens counted once per tokenizer "
+                   "(Ray)", ("mix",), (
+        Flag("--target-tokens", "mix.target_tokens", "the budget, in tokens of mix.tokenizer (end-of-document "
+                                                     "tokens included)", int),
+        Flag("--weights", "mix.weights", "YAML file of group: weight (default: every group's natural share)"),
+        Flag("--corpus", "mix.corpus", "corpus folder (default: OUT/corpus, classify's kept pages)"),
+    )),
+    Command("tokenize", "mix/ -> tokens/: the mix as token ids (datatrove .ds or Megatron .bin/.idx shards) with a "
+                        "document index (Ray)", ("tokenize",), (
+        Flag("--format", "tokenize.format", "datatrove (default) | megatron"),
+    )),
 )
 
 

@@ -177,9 +177,14 @@ class ExtractConfig(Section):
     timeout_s: float = Field(default=5.0, gt=0, le=86400)  # per page; a day bounds what a timer can hold
     max_html_bytes: int = Field(default=5_000_000, ge=1)
     min_text_chars: int = Field(default=1, ge=0)
-    # trafilatura's trade-off switches. Precision by default: boilerplate in pretraining text costs more
-    # than a missed paragraph, and it scores best on the extraction benchmark (F1 0.965 against 0.959
-    # without; benchmarks/extraction_quality.py).
+    # The main-text extractor, speed against quality (docs/extract.md#choosing-the-extractor; F1 on the
+    # 181-page extraction benchmark, extraction time per page): trafilatura (best F1, 0.965), trafilatura-fast
+    # (trafilatura without its fallback extractors: ~1.3-1.6x faster; F1 0.961 with favor_precision off,
+    # 0.946 with it on), resiliparse (resiliparse's main-content HTML-to-text: ~14x faster, F1 0.937).
+    extractor: Literal["trafilatura", "trafilatura-fast", "resiliparse"] = "trafilatura"
+    # trafilatura's trade-off switches (include_tables also for resiliparse). Precision by default:
+    # boilerplate in pretraining text costs more than a missed paragraph, and it scores best on the extraction
+    # benchmark (F1 0.965 against 0.959 without; benchmarks/extraction_quality.py).
     favor_precision: bool = True
     favor_recall: bool = False
     include_tables: bool = True
@@ -332,21 +337,49 @@ class DistilConfig(Section):
     quantize: bool = False
     # Quantise (.ftz) only from this many training examples: product quantisation needs enough rows.
     quantize_min_labels: int = Field(default=5000, ge=100)
-    # Tune the quality model's lr / epoch / word_ngrams / dim / min_count on the validation split (never the
-    # held-out one): the configured values above first, then the grid in a seeded order, until tune_budget_s
-    # is spent; the best validation ROC AUC wins (ties: the smaller, then cheaper-to-train model). An axis
-    # missing from tune_grid stays at its configured value. The topic and format models keep the configured values.
-    # The default grid stays at or below the configured lr and epoch, with n-grams of 2 and 3: unigram and
-    # high-lr/many-epoch models saturate on small label sets (P(hq) = 1 for many texts), see docs/classifier.md.
+    # Tune the quality model's lr / epoch / word_ngrams / dim / min_count on labels it is then not scored on
+    # (never the held-out ones): the configured values first, then the grid in a seeded order, until
+    # tune_budget_s is spent. An axis missing from tune_grid stays at its configured value. The topic and
+    # format models keep the configured values. docs/classifier.md#choosing-the-settings.
     tune: bool = True
     tune_budget_s: float = Field(default=60.0, ge=0)
+    # The default grid: 16 bigram configurations (unigram and high-lr models saturate on small label sets,
+    # P(hq) = 1 for many texts; trigrams did not help), all at or below the configured lr and epoch.
     tune_grid: dict[str, list[float]] = Field(default_factory=lambda: {
-        "lr": [0.1, 0.5], "epoch": [10, 25], "word_ngrams": [2, 3], "dim": [32, 64], "min_count": [1, 3]})
-    # A validation split smaller than this chooses the decision threshold badly: the threshold is then chosen
-    # on out-of-fold scores of cv_folds models (k-fold over train+validation), and the shipped model is
-    # trained on train+validation.
-    cv_min_validation: int = Field(default=200, ge=0)
+        "lr": [0.1, 0.5], "epoch": [10, 25], "dim": [32, 64], "min_count": [1, 3]})
+    # How settings are ranked. auto: by mean out-of-fold ROC AUC of a cv_folds-fold cross-validation over the
+    # training labels (every label but the held-out ones) up to cv_max_labels of them, on one validation split
+    # (validation_fraction of them) above; cross_validation / validation force one. The threshold is chosen on
+    # the same out-of-sample scores of the chosen settings.
+    selection: Literal["auto", "cross_validation", "validation"] = "auto"
+    cv_max_labels: int = Field(default=20_000, ge=0)
     cv_folds: int = Field(default=5, ge=2)
+    # The k-fold split is repeated with another seed (cv_repeats splits in all) below cv_repeat_below labels.
+    cv_repeats: int = Field(default=2, ge=1)
+    cv_repeat_below: int = Field(default=2_000, ge=0)
+    # One-standard-error rule: the simplest settings (classifiers.distil.SIMPLICITY) whose mean AUC is within
+    # one standard error of the best; false: the best mean.
+    one_se: bool = True
+    # validation mode: a validation split smaller than this chooses the decision threshold on out-of-fold
+    # scores of cv_folds models over train+validation instead.
+    cv_min_validation: int = Field(default=200, ge=0)
+    # Ship a model refit on every label (held-out ones included) with the chosen settings and threshold; the
+    # held-out metrics stay those of a model that never saw the held-out labels. false: ship that model.
+    refit_all: bool = True
+    # Training lines in a seeded random order (fastText learns in file order, its learning rate decaying);
+    # false: the labels' own order.
+    shuffle: bool = True
+    # Bagging: the mean P(hq) of this many models (the shipped quality.bin plus bag-1 more trained on
+    # bootstrap samples or another seed, bag_sampling), averaged by QualityClassifier; 1: one model.
+    bag: int = Field(default=1, ge=1, le=32)
+    bag_sampling: Literal["bootstrap", "seed"] = "bootstrap"
+    # Spread of the held-out AUC: the held-out model trained again with this many training seeds (fastText's
+    # seed and the line order) and on this many other seeded splits; 0 or 1: not measured.
+    variance_seeds: int = Field(default=5, ge=0, le=50)
+    # What the student reads: teacher = the first teacher_chars characters of a page (what the teacher read:
+    # annotate.max_doc_chars as the labels' run recorded it), page = the whole page. Trained and scored alike.
+    text_view: Literal["teacher", "page"] = "teacher"
+    teacher_chars: int | None = Field(default=None, ge=1)
 
     @field_validator("tune_grid")
     @classmethod
@@ -452,6 +485,129 @@ class RewriteConfig(Section):
         return value
 
 
+class FiltersConfig(Section):
+    """Pages removed before extraction, by their WARC record's URL (`reason: blocked_url`). Each blocklist PATH is
+    a plain list (one domain or URL per line, `#` comments) or a UT1-style folder (`<category>/domains`,
+    `<category>/urls`). A domain blocks itself and its subdomains. Part of extract's settings: another list
+    is refused in a run folder that has extracted pages (they were never extracted, or were: either way
+    extracted/ would not follow the list), like every extraction setting."""
+
+    url_blocklist: list[str] = Field(default_factory=list)
+    # whole words or subwords of the URL's host and path that block a page (datatrove's banned words)
+    url_banned_words: list[str] = Field(default_factory=list)
+
+
+class PIIConfig(Section):
+    """Personal data in the documents (e-mail addresses, IP addresses, phone numbers): `redact` replaces each
+    span with a typed placeholder (<EMAIL_ADDRESS>, <IP_ADDRESS>, <PHONE_NUMBER>); `drop` also drops a page
+    whose count per 1,000 words is above `max_per_1k_words` (`reason: too_much_pii`); `off` does neither."""
+
+    mode: Literal["redact", "drop", "off"] = "redact"
+    max_per_1k_words: float = Field(default=10.0, ge=0)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+
+class DecontamConfig(Section):
+    """Benchmark text removed from the documents and the synthetic rewrites: a document holding an n-gram (of
+    normalised words) of an item of an evaluation set is dropped (`reason: contaminated`), or with
+    `mode: cut` the matching spans are removed and the rest kept. Items shorter than `ngram` words match
+    whole."""
+
+    eval_sets: list[str] = Field(default_factory=list)  # JSONL or Parquet files, or `datasets` folders
+    text_fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    ngram: int = Field(default=13, ge=3, le=64)
+    mode: Literal["drop", "cut"] = "drop"
+
+
+class MixConfig(Section):
+    """The training mix (`curate mix`, pipeline.mix): the corpus (and the synthetic rewrites) grouped by topic,
+    format and quality bucket, each group given its share of a token budget: cut best first when it has more,
+    repeated up to `max_epochs` when it has less (a shortfall past that goes to the other groups). Off in
+    `curate run` unless `target_tokens` is set. docs/mix.md."""
+
+    corpus: str | None = None  # input folder; default: <out>/corpus (classify's kept documents)
+    synthetic: str | None = None  # default: <out>/synthetic (the rewrites), read when synthetic_share > 0
+    # The budget, in training tokens of `tokenizer` (a document's tokens plus its one end-of-document token).
+    target_tokens: int | None = None
+    # YAML file of group -> weight (`--weights`); None: every group keeps its natural share.
+    weights: str | None = None
+    # The weight of a group the weights file does not name: None = its natural share of what the named groups
+    # leave; 0 = left out; another number = that weight.
+    default_weight: float | None = Field(default=None, ge=0)
+    # What a group is: one or more of topic (the top topic), format (the top WebOrganizer format) and
+    # quality_bucket (quality_prob cut at quality_edges), crossed in this order ("history/high").
+    group_by: list[Literal["topic", "format", "quality_bucket"]] = Field(default_factory=lambda: ["topic"],
+                                                                         min_length=1)
+    # Quality buckets (Nemotron-CC's five levels): quality_prob < edges[0] is buckets[0], and so on.
+    quality_edges: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
+    quality_buckets: list[str] = Field(
+        default_factory=lambda: ["low", "medium_low", "medium", "medium_high", "high"])
+    # A group with fewer tokens than its share is repeated up to this many epochs (about four cost little:
+    # Muennighoff et al. 2023, "Scaling Data-Constrained Language Models").
+    max_epochs: float = Field(default=4.0, ge=1)
+    # Share of the budget taken from synthetic/ (grouped like the corpus, by its source page's labels).
+    synthetic_share: float = Field(default=0.0, ge=0, lt=1)
+    # A local tokenizer.json or a folder holding one; None: the served model's (pipeline.llm.tokens).
+    tokenizer: str | None = None
+    seed: int = 0
+    # mix/ files: a new one past this many training tokens (and rows, when set); tokenize makes one token
+    # shard per mix/ file.
+    tokens_per_file: int = Field(default=100_000_000, ge=1)
+    rows_per_file: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=1000, ge=1)  # documents per tokenizer call when counting
+
+    @field_validator("target_tokens")
+    @classmethod
+    def _a_budget(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise PydanticCustomError("budget", "the budget must be at least 1 token", {})
+        return value
+
+    @field_validator("group_by")
+    @classmethod
+    def _each_label_once(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"each label at most once, got {labels}")
+        return labels
+
+    @field_validator("quality_edges")
+    @classmethod
+    def _edges_increase(cls, edges: list[float]) -> list[float]:
+        if any(not 0 < edge < 1 for edge in edges) or sorted(set(edges)) != edges:
+            raise ValueError(f"expected increasing values strictly between 0 and 1, got {edges}")
+        return edges
+
+    @field_validator("quality_buckets")
+    @classmethod
+    def _one_name_per_bucket(cls, names: list[str], info) -> list[str]:
+        edges = info.data.get("quality_edges")
+        if edges is not None and len(names) != len(edges) + 1:
+            raise ValueError(f"{len(edges)} quality_edges make {len(edges) + 1} buckets: give that many names, "
+                             f"got {len(names)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"bucket names must differ, got {names}")
+        return names
+
+
+class TokenizeConfig(Section):
+    """The mix as token ids for training (`curate tokenize`, pipeline.mix.tokenize): one token shard per mix/
+    file, an end-of-document token after each document, and a document index beside them. docs/mix.md."""
+
+    enabled: bool = True  # in `curate run`, when mix.target_tokens is set
+    mix: str | None = None  # input folder; default: <out>/mix
+    # datatrove: .ds + .ds.index files (datatrove's DatatroveFolderDataset, nanotron); megatron: .bin + .idx
+    # (Megatron-LM's IndexedDataset, GPT-NeoX, NeMo).
+    format: Literal["datatrove", "megatron"] = "datatrove"
+    # The end-of-document token; None: <|end_of_text|>, else the tokenizer's own eos_token, else </s> or
+    # <|endoftext|>, whichever the vocabulary has.
+    eos_token: str | None = None
+    batch_size: int = Field(default=1000, ge=1)  # documents per tokenizer call
+
+
 class RunConfig(Section):
     name: str = "run"
     out: str = "runs/demo"
@@ -464,6 +620,11 @@ class RunConfig(Section):
     distil: DistilConfig = Field(default_factory=DistilConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    pii: PIIConfig = Field(default_factory=PIIConfig)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
 
     def get(self, key: str) -> Any:
         """The value at a dotted key (`classify.docs`)."""

@@ -22,6 +22,7 @@ import difflib
 import html
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -328,6 +329,22 @@ class RunReader:
             f"; {row['lines_removed']} repeated lines removed" if row["lines_removed"] else "")
         return Step("dedup", "passed", summary, facts)
 
+    def safety_step(self, doc_id: str) -> Step | None:
+        """Benchmark text and personal data: the drop with its reason, or what was redacted (type and position in
+        the text before redaction, never the value) and how many contaminated spans were cut."""
+        for d in self.decision("safety", doc_id):
+            return Step("safety", d["outcome"], f"{d['outcome']}: {d['reason']} ({d['detail']})",
+                        {"reason": d["reason"], "detail": d["detail"]})
+        rows = self.dataset("safe").find("doc_id", [doc_id], ["doc_id", "pii_spans", "decontam_cut"])
+        if not rows:
+            return Step("safety", "not_run", "the safety stage has not run") if not self.ran("safety") else None
+        spans = rows[0]["pii_spans"] or []
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(Counter(s["type"] for s in spans).items()))
+        summary = f"personal data redacted: {kinds}" if spans else "no personal data found"
+        if rows[0]["decontam_cut"]:
+            summary += f"; {rows[0]['decontam_cut']} benchmark span(s) cut"
+        return Step("safety", "passed", summary, {"redacted": spans, "decontam_cut": rows[0]["decontam_cut"]})
+
     def annotate_steps(self, doc_id: str) -> list[Step]:
         columns = ["doc_id", "task", "prompt_id", "prompt_hash", "model", "sampling_params", "quality_score",
                    "quality_reason", "topics", "format", "quality_probs", "quality_expected", "field_errors",
@@ -417,8 +434,14 @@ class RunReader:
 
     def explainers(self) -> dict[str, Any]:
         """The stages with an explainer of their own (richer than `generic_step`), by registry name."""
-        return {"rules": self.rules_step, "dedup": self.dedup_step, "annotate": self.annotate_steps,
-                "classify": self.classify_step, "rewrite": self.rewrite_step}
+        from functools import partial
+
+        from pipeline.mix import explain as mix
+
+        return {"rules": self.rules_step, "dedup": self.dedup_step, "safety": self.safety_step,
+                "annotate": self.annotate_steps,
+                "classify": self.classify_step, "rewrite": self.rewrite_step,
+                "mix": partial(mix.mix_step, self, make=Step), "tokenize": partial(mix.tokens_step, self, make=Step)}
 
     def walk(self, doc_id: str) -> Iterator[Step]:
         """The page's steps in the registry's order, lazily: the caller stops at the step the page left at.
@@ -557,6 +580,10 @@ def format_text(result: dict[str, Any]) -> str:
             if step["stage"] == "classify" and "quality_prob" in facts:
                 lines.append(f"{'':14}topics {facts.get('topics')} {facts.get('topic_probs')}; format "
                              f"{facts.get('format')} {facts.get('format_probs')}")
+            if facts.get("redacted"):
+                places = ", ".join(f"{span['type']} {span['start']}-{span['end']}" for span in facts["redacted"][:12])
+                more = f" (+{len(facts['redacted']) - 12} more)" if len(facts["redacted"]) > 12 else ""
+                lines.append(f"{'':14}redacted at (characters of the text before redaction): {places}{more}")
             for unit in facts.get("units", []):
                 scores = ", ".join(f"{k} {unit[k]}" for k in ("rewrite_quality_prob", "faithfulness") if k in unit)
                 lines.append(f"{'':14}{unit.get('style', '')} {unit['outcome']} "

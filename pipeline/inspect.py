@@ -24,8 +24,6 @@ import pyarrow.parquet as pq
 from pipeline.io import RunLayout, parquet_files
 from pipeline.stages import pipeline_order
 
-PIPELINE = pipeline_order()  # the stages in pipeline order (pipeline.stages)
-
 
 def _read_folder(folder: Path, columns: list[str] | None = None, max_rows: int | None = None,
                  seed: int = 0) -> pd.DataFrame:
@@ -139,7 +137,7 @@ def _applied_threshold(layout: RunLayout) -> float | None:
 def _all_stages(view: RunView) -> dict:
     """Every stage's counts in pipeline order (report.json stores them sorted by name)."""
     found = {**view.report.get("stages", {}), **view.report.get("side_stages", {})}
-    order = [s for s in PIPELINE if s != "classify-score"]
+    order = list(pipeline_order())
     return {stage: found[stage] for stage in sorted(found, key=lambda s: order.index(s) if s in order else len(order))}
 
 
@@ -241,7 +239,6 @@ def keep_rate(view: RunView, threshold: float) -> float:
 # and they cannot leak into the rest of the page. Class names are the hooks for tests and for anyone
 # restyling the cards.
 
-STAGE_ORDER = (*PIPELINE, "final")
 OUTCOME_COLORS = {"kept": "#2e7d32", "dropped": "#8a6d00", "errored": "#c62828"}
 TEXT_BOX_EM = 14  # the page-text box's fixed (maximum) height: a card never grows past it, it scrolls
 
@@ -441,7 +438,7 @@ def group_counts(view: RunView) -> dict[tuple[str, str, str], int]:
     """Exact record counts per (stage, outcome, reason) from report.json, and ("final", "kept", "") for the
     documents the last filter stage kept; the group headings show them next to how many are sampled."""
     counts = {(r.stage, r.outcome, r.reason): int(r.count) for r in counts_table(view).itertuples()}
-    filters = [s for s in PIPELINE if s in view.report.get("stages", {})]  # report's "stages": filters
+    filters = [s for s in pipeline_order() if s in view.report.get("stages", {})]  # report's "stages": filters
     if filters:
         counts[("final", "kept", "")] = int(view.report["stages"][filters[-1]]["kept"])
     return counts
@@ -449,7 +446,8 @@ def group_counts(view: RunView) -> dict[tuple[str, str, str], int]:
 
 def _group_key(key: tuple[str, str, str]) -> tuple:
     stage, outcome, reason = key
-    rank = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+    order = (*pipeline_order(), "final")  # the registry's order (a plug-in stage included), then the final fate
+    rank = order.index(stage) if stage in order else len(order)
     return rank, {"kept": 0, "dropped": 1, "errored": 2}.get(outcome, 3), reason
 
 
@@ -532,3 +530,26 @@ def explain_section_html(rendered: str, query: str) -> str:
     under a line naming the page followed, escaped."""
     return (f"<div class='wc-explain' style='{CARDS_STYLE}'><p style='{NOTE_STYLE}'>following "
             f"<code>{escape(query)}</code></p>{rendered}</div>")
+
+
+# --- the training mix ---------------------------------------------------------------------------------------
+
+
+def mix_view(run_dir: str | Path) -> tuple[pd.DataFrame, dict] | None:
+    """The run's training mix (mix/_manifest.json, `curate mix`): one row per group (documents, tokens before
+    and after, its share, epochs, whether it was cut or repeated and what happened to it in words) and the
+    totals; None when the run has no mix."""
+    path = RunLayout(run_dir).dataset("mix") / "_manifest.json"
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
+    rows = [{"group": name, "documents": g["docs"], "tokens_before": g["available"], "share": round(g["share"], 4),
+             "wanted": g["wanted"], "tokens_after": g["taken"], "epochs": round(g["epochs"], 2),
+             "documents_in": g["docs_taken"],
+             "cut": g["action"] == "cut", "repeated": g["action"] == "repeated", "at_repeat_cap": g["capped"],
+             "what_happened": g["what_happened"]} for name, g in manifest["groups"].items()]
+    totals = {key: manifest.get(key) for key in ("target_tokens", "tokens", "rows", "documents", "within_1pct",
+                                                 "off_target", "note", "max_epochs", "seed")}
+    totals["tokenizer"] = manifest["tokenizer"]["name"]
+    totals["group_by"] = manifest["grouping"]["group_by"]
+    return pd.DataFrame(rows), totals

@@ -214,16 +214,21 @@ class RunLayout:
         folder = self.state(stage)
         return folder.is_dir() and any(not p.name.startswith((".", "_")) for p in folder.glob("*.json"))
 
-    def check_settings(self, stage: str, settings: dict[str, Any]) -> None:
+    def check_settings(self, stage: str, settings: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> None:
         """Refuse to add to (or skip over) outputs of `stage` that were made with other settings, naming what
-        changed. Settings bind only once the stage has outputs: a run that never got that far locks nothing."""
+        changed. Settings bind only once the stage has outputs: a run that never got that far locks nothing.
+        A setting the folder's record does not have (added to the project after the folder was made) is not
+        a change when it holds its default (`defaults`): the old outputs were made with that behaviour."""
         path = self.settings_path(stage)
         if not path.exists() or not self.has_outputs(stage):
             return
         settings = canonical(settings)
         before = read_json(path)
+        defaults = canonical(defaults or {})
         changed = [f"{key}: {before.get(key)!r} -> {settings.get(key)!r}"
-                   for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)]
+                   for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)
+                   and not (key not in before and key in defaults and settings.get(key) == defaults[key])]
         if changed:
             raise SettingsChanged(
                 f"{stage}: {self.root} holds {stage} outputs made with other settings ({'; '.join(changed)}). "

@@ -138,8 +138,42 @@ def summarize(cfg: RunConfig, timings: dict[str, float], *, llm_noise: bool = Fa
         "llm_noise": llm_noise,
         **kept,
         "outputs": {name: str(layout.dataset(name)) for name in run_datasets() if layout.dataset(name).exists()},
+        **safety_summary(layout),
+        **mix_report(layout),
     }
     return build_report(layout, extra=extra)
+
+
+def mix_report(layout: RunLayout) -> dict[str, Any]:
+    """The training mix, when the run has one (report.json's `mix`: budget, total, tokens per group before and
+    after; `mix_tokens`: the token shards)."""
+    from pipeline.io import read_json
+    from pipeline.mix.stage import mix_summary
+
+    manifest = layout.dataset("mix") / "_manifest.json"
+    if not layout.stage_marker("mix").exists() or not manifest.exists():
+        return {}
+    out: dict[str, Any] = {"mix": mix_summary(read_json(manifest))}
+    tokens = layout.dataset("tokens") / "_manifest.json"
+    if layout.stage_marker("tokenize").exists() and tokens.exists():
+        written = read_json(tokens)
+        out["mix_tokens"] = {key: written[key] for key in ("format", "tokens", "documents", "dtype")} | {
+            "files": len(written["files"]), "folder": str(tokens.parent)}
+    return out
+
+
+def safety_summary(layout: RunLayout) -> dict[str, Any]:
+    """What the safety stage removed and redacted (report.json's `safety`): PII per type, the contamination report
+    per eval set, the n-gram index's size and build time."""
+    from pipeline.io import read_json
+
+    marker = layout.stage_marker("safety")
+    if not marker.exists():
+        return {}
+    done = read_json(marker)
+    return {"safety": {"pii_mode": done.get("pii_mode"), "pii_redacted": done.get("pii_redacted", {}),
+                       "dropped": done.get("dropped", {}), "contamination": done.get("contamination", {}),
+                       "index": done.get("index")}}
 
 
 def run_datasets() -> list[str]:
@@ -219,9 +253,32 @@ def format_summary(report: dict[str, Any]) -> str:
         for line in (consistency_line(consistency), noise_warning(consistency)):
             if line:
                 lines.append(line[0].upper() + line[1:])
+    safety = report.get("safety")
+    if safety:
+        redacted = ", ".join(f"{kind} {n}" for kind, n in safety["pii_redacted"].items()) or "none"
+        lines.append(f"personal data ({safety['pii_mode']}): redacted {redacted}; dropped too_much_pii "
+                     f"{safety['dropped'].get('too_much_pii', 0)}")
+        for eval_set, found in safety["contamination"].items():
+            lines.append(f"benchmark decontamination: {eval_set}: {found['items_found']} item(s) found in "
+                         f"{found['documents']} document(s)")
+        if safety.get("index"):
+            lines.append(f"  dropped contaminated {safety['dropped'].get('contaminated', 0)}; n-gram index "
+                         f"{safety['index'].get('ngrams')} n-grams, {safety['index'].get('bytes', 0) / 1e6:.2f} MB")
+    blocked = report.get("stages", {}).get("extract", {}).get("dropped", {}).get("blocked_url")
+    if blocked:
+        lines.append(f"blocked sites: {blocked} page(s) dropped before extraction (blocked_url)")
     if report.get("llm_noise"):
         lines.append("NOTE: labels came from the tiny random-weight demo model: they are noise by design. "
                      "Point llm.url/llm.model (or --llm-url/--llm-model) at a real Llama for real labels.")
+    if report.get("mix"):
+        from pipeline.mix.stage import format_mix
+
+        lines += format_mix(report["mix"])
+        shards = report.get("mix_tokens")
+        if shards:
+            lines.append(f"training tokens: {shards['tokens']:,} ({shards['format']} format, {shards['dtype']}) of "
+                         f"{shards['documents']:,} documents in {shards['files']} shard(s) in {shards['folder']}"
+                         + ("" if shards["tokens"] == report["mix"]["tokens"] else " -- NOT the mix's total"))
     timings = report.get("timings_s", {})
     if timings:
         lines.append("time per stage: " + ", ".join(f"{name} {secs:.1f}s" for name, secs in timings.items()))

@@ -137,8 +137,21 @@ LABELS = pa.schema(
 )
 
 # classify: unique/ plus the distilled classifier's scores. corpus/ holds the kept rows of this schema.
+# safe/ (the safety stage) = unique/ with personal data redacted and benchmark text removed: the counts of
+# redacted spans per type and their places (type and character offsets in the text before redaction; never
+# the values), and how many contaminated spans were cut (decontam.mode: cut).
+PII_SPAN = pa.struct([pa.field("type", pa.string()), pa.field("start", pa.int32()), pa.field("end", pa.int32())])
+SAFETY_FIELDS = [
+    pa.field("pii_email", pa.int32()),
+    pa.field("pii_ip", pa.int32()),
+    pa.field("pii_phone", pa.int32()),
+    pa.field("pii_spans", pa.list_(PII_SPAN)),
+    pa.field("decontam_cut", pa.int32()),
+]
+SAFE = pa.schema(list(UNIQUE) + SAFETY_FIELDS)
+
 SCORED = pa.schema(
-    list(UNIQUE)
+    list(SAFE)
     + [
         pa.field("quality_prob", pa.float32()),
         pa.field("topics", pa.list_(pa.string())),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.io import RunLayout, parquet_files
@@ -25,11 +24,15 @@ STAGES: dict[str, str] = {
     "extract": "pipeline.extract:ExtractStage",
     "rules": "pipeline.rules_stage:RulesStage",
     "dedup": "pipeline.dedup.stage:DedupStage",
+    "safety": "pipeline.safety.stage:SafetyStage",
     "annotate": "pipeline.annotate:AnnotateStage",
     "distil": "classifiers.distil:DistilStage",
     "classify-score": "pipeline.classify.score:ScoreStage",
     "classify": "pipeline.classify.decide:DecideStage",
     "rewrite": "pipeline.rewrite.stage:RewriteStage",
+    # after rewrite: a mix may take a share of the rewrites (mix.synthetic_share)
+    "mix": "pipeline.mix.stage:MixStage",
+    "tokenize": "pipeline.mix.tokenize:TokenizeStage",
 }
 
 
@@ -117,9 +120,3 @@ def register(name: str, target: str | type[Stage], *, after: str | None = None) 
     at = len(items) if after is None else [key for key, _ in items].index(after) + 1
     items.insert(at, (name, target))
     STAGES = dict(items)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "PIPELINE":  # the registry's current order (a plug-in may have added a stage)
-        return pipeline_order()
-    raise AttributeError(name)

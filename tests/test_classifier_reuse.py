@@ -41,7 +41,8 @@ def run_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("reuse")
     write_teacher_run(root, labelled_texts(BENCHMARK, page_ids=sorted(load_pages(BENCHMARK))[:40]))
     label_set = load_llm_labels(root / "labels", root / "docs", 3)
-    distil(label_set, DistilConfig(bucket=50000, dim=32), root / "classifier", quiet=True)
+    distil(label_set, DistilConfig(bucket=50000, dim=32, tune_grid={"lr": [0.5, 1.0]}, variance_seeds=0),
+           root / "classifier", quiet=True)
     return root
 
 
@@ -147,6 +148,8 @@ def test_cli_eval_reproduces_the_heldout_metrics(run_dirs):
                   str(run_dirs / "labels"), "--heldout-only", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
+    # the shipped model was refit on every label: the held-out model's stored scores are the held-out evaluation
+    assert result["quality_scored_by"] == "heldout_model"
     stored = json.loads((run_dirs / "classifier" / "metrics.json").read_text())["quality"]
     assert result["quality"]["n"] == stored["n"]
     assert result["quality"]["roc_auc"] == pytest.approx(stored["roc_auc"], abs=1e-6)
@@ -166,7 +169,8 @@ def test_plain_fasttext_with_the_documented_labels(clf, run_dirs):
     assert sorted(model.labels) == sorted([config["quality"]["positive_label"], config["quality"]["negative_label"]])
     labels, probs = model.predict(ARTICLE.replace("\n", " "), k=2)
     prob_hq = dict(zip(labels, probs))["__label__hq"]
-    assert prob_hq == pytest.approx(float(clf.score([ARTICLE])[0]), abs=1e-6)
+    # fastText's softmax can read 1.00001 for a saturated text: the API clips it into [0, 1]
+    assert min(prob_hq, 1.0) == pytest.approx(float(clf.score([ARTICLE])[0]), abs=1e-6)
     topics_model = fasttext.load_model(str(run_dirs / "classifier" / "topics.bin"))
     top_label = topics_model.predict(MENU.replace("\n", " "))[0][0]
     assert config["topics"]["labels"][top_label] == BOILERPLATE_TOPIC

@@ -4,6 +4,7 @@ notebook executes headless on the run's output."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -40,12 +41,17 @@ def test_demo_command_runs_every_stage_and_stops_its_server(demo_run):
     out, result = demo_run
     report = json.loads((out / "report.json").read_text())
     assert report["conserved"] and not report["problems"]
-    assert set(report["stages"]) == {"extract", "rules", "dedup", "classify"}
-    assert set(report["side_stages"]) == {"annotate", "rewrite"}
+    chain = ["extract", "rules", "dedup", "safety", "classify"]
+    assert set(report["stages"]) == set(chain)
+    assert set(report["side_stages"]) == {"annotate", "rewrite", "tokenize"}  # tokenize: the demo's mix (below)
     # stages chain: each filtering stage read exactly what the previous one kept
-    assert report["stages"]["rules"]["input"] == report["stages"]["extract"]["kept"]
-    assert report["stages"]["dedup"]["input"] == report["stages"]["rules"]["kept"]
-    assert report["stages"]["classify"]["input"] == report["stages"]["dedup"]["kept"]
+    for before, after in itertools.pairwise(chain):
+        assert report["stages"][after]["input"] == report["stages"][before]["kept"], (before, after)
+    # the demo's safety fixtures at work: a blocked site, a benchmark leak, personal data redacted
+    assert report["stages"]["extract"]["dropped"].get("blocked_url", 0) >= 2
+    assert report["stages"]["safety"]["dropped"].get("contaminated", 0) >= 1
+    assert sum(report["safety"]["pii_redacted"].values()) >= 1
+    assert "benchmark decontamination: eval-sample" in result.stdout
     kept = report["stages"]["classify"]["kept"]
     assert 0 < kept < report["stages"]["classify"]["input"]  # the demo keeps about half (keep-rate target)
     assert report["annotate"]["ok"] > 0 and report["llm_noise"] is True
@@ -74,6 +80,20 @@ def test_demo_command_runs_every_stage_and_stops_its_server(demo_run):
         assert re.search(rf"conservation {stage}: .* \[ok\]", result.stdout), stage
     assert "kept tokens (tokenizer:tiny-llama) / words, by quality bucket" in result.stdout
     assert "noise by design" in result.stdout and f"corpus     {out / 'corpus'}" in result.stdout
+    # the training mix: the corpus by topic, cut to the demo's budget best first, then tokenized in full
+    mix = report["mix"]
+    assert mix["target_tokens"] == 20_000 and mix["within_1pct"] and abs(mix["tokens"] - 20_000) <= 200
+    assert mix["grouping"]["group_by"] == ["topic"] and set(mix["groups"]) == set(by_topic)
+    for topic, group in mix["groups"].items():  # before: every kept document's tokens, plus its end-of-document token
+        assert group["available"] == by_topic[topic] + group["docs"] and group["action"] == "cut"
+    assert report["mix_tokens"]["tokens"] == mix["tokens"] and report["mix_tokens"]["documents"] == mix["rows"]
+    assert report["side_stages"]["tokenize"]["input"] == report["side_stages"]["tokenize"]["kept"] == mix["rows"]
+    tokens_manifest = json.loads((out / "tokens" / "_manifest.json").read_text())
+    assert tokens_manifest["tokens"] == json.loads((out / "mix" / "_manifest.json").read_text())["tokens"]
+    assert f"mix: {mix['tokens']:,} tokens of a 20,000 budget" in result.stdout
+    assert "cut best first" in result.stdout and "training tokens:" in result.stdout
+    # the server's log stays with the run (not in /tmp)
+    assert (out / "_state" / "llm-server.log").stat().st_size > 0
     # the tiny server it started is gone
     pid = int(re.search(r"tiny vLLM server ready at http://127\.0\.0\.1:\d+/v1 \(pid (\d+)\)", result.stdout).group(1))
     assert not _pid_alive(pid)
@@ -95,6 +115,7 @@ def test_rerun_skips_finished_stages_and_changes_nothing(demo_run):
     out, _first = demo_run
     before = json.loads((out / "report.json").read_text())
     corpus_files = {p.name: p.stat().st_mtime_ns for p in (out / "corpus").iterdir()}
+    mix_files = {p: p.stat().st_mtime_ns for folder in ("mix", "tokens") for p in (out / folder).rglob("*")}
     result = curate_demo(out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "tiny vLLM server ready" not in result.stdout  # nothing left for the LLM to do
@@ -102,6 +123,9 @@ def test_rerun_skips_finished_stages_and_changes_nothing(demo_run):
     after = json.loads((out / "report.json").read_text())
     assert _counts(after) == _counts(before)
     assert {p.name: p.stat().st_mtime_ns for p in (out / "corpus").iterdir()} == corpus_files
+    # the same corpus, budget and tokenizer: nothing counted or tokenized again, mix/ and tokens/ untouched
+    assert "(0 counted now); mix/ unchanged" in result.stdout and "(0 written now)" in result.stdout
+    assert {p: p.stat().st_mtime_ns for folder in ("mix", "tokens") for p in (out / folder).rglob("*")} == mix_files
 
 
 def test_sampling_notebook_executes_on_the_demo_output(demo_run, tmp_path):
@@ -126,6 +150,7 @@ def test_sampling_notebook_executes_on_the_demo_output(demo_run, tmp_path):
     printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert f"run: {out.resolve()}" in printed and "extract: " in printed and "[ok]" in printed
     assert "MISMATCH" not in printed
+    assert "mix: " in printed and "cut: " in printed  # the training mix section
 
 
 def test_page_markup_is_escaped_in_rendered_samples():

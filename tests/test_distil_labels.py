@@ -274,8 +274,12 @@ def test_card_records_the_search_and_heldout_kappa(artifact):
     assert training["hyperparameters"]["bucket"] == 50000
     # SMALL's grid: lr 0.5 (configured) and 1.0, everything else as configured
     assert training["search"]["configs_tried"] == training["search"]["configs_in_grid"] == 2
-    assert training["search"]["heldout_used"] is False and training["search"]["selected_on"] == "validation split"
-    assert training["threshold_chosen_by"]["method"] in ("validation", "cross_validation")
+    assert training["search"]["heldout_used"] is False and training["search"]["selected_on"] == "cross-validation"
+    assert training["threshold_chosen_by"]["method"] == "cross_validation"
+    assert training["threshold_chosen_by"]["scores"] == "out_of_fold"
+    # which model the metrics are of, and which one ships
+    assert training["shipped_model"]["refit_on_all_labels"] is True
+    assert training["final_model_trained_on"] == sum(quality["split"][k] for k in ("train", "validation", "heldout"))
     assert "Cohen's kappa" in card and ("| chosen |" in card or "| chosen and configured |" in card)
     assert len(quality["tuning"]["trials"]) == 2
 
@@ -327,7 +331,8 @@ def test_combined_and_separate_rows_read_alike_and_label_source_picks_the_score(
 def test_the_card_says_which_score_the_classes_were_decided_on(teacher_run, tmp_path, label_source):
     root, _, _ = teacher_run
     label_set = load_llm_labels(root / "labels", root / "docs", 3, label_source=label_source)
-    cfg = DistilConfig(bucket=50000, dim=32, label_source=label_source)
+    cfg = DistilConfig(bucket=50000, dim=32, label_source=label_source, tune_grid={"lr": [0.5, 1.0]},
+                       variance_seeds=0)
     distil(label_set, cfg, tmp_path / "clf", quiet=True)
     card = (tmp_path / "clf" / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])

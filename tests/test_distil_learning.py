@@ -108,45 +108,57 @@ def few_labels(tmp_path_factory):
     return path
 
 
-def test_settings_are_tuned_on_validation_and_never_see_the_heldout_split(few_labels, tmp_path, monkeypatch):
+def test_settings_are_chosen_by_cross_validation_and_never_see_the_heldout_split(few_labels, tmp_path, monkeypatch):
     seen: dict[str, list[str]] = {}
-    real = distil_module.tune_settings
+    real = distil_module.cross_validate_settings
 
-    def spy(train_file, validation_texts, validation_labels, cfg, workdir, **kwargs):
-        seen["train"] = [line.split(" ", 1)[1] for line in Path(train_file).read_text().splitlines()]
-        seen["validation"] = list(validation_texts)
-        return real(train_file, validation_texts, validation_labels, cfg, workdir, **kwargs)
+    def spy(lines, pool, cfg, **kwargs):
+        seen["pool"] = [lines.texts[i] for i in pool]
+        return real(lines, pool, cfg, **kwargs)
 
-    monkeypatch.setattr(distil_module, "tune_settings", spy)
+    monkeypatch.setattr(distil_module, "cross_validate_settings", spy)
     metrics = distil(load_jsonl_labels(few_labels, 3), TINY, tmp_path / "clf", quiet=True)
     heldout_ids = set((tmp_path / "clf" / "heldout_doc_ids.txt").read_text().split())
     texts = {json.loads(line)["id"]: normalize_text(json.loads(line)["text"])
              for line in few_labels.read_text().splitlines()}
     heldout_texts = {texts[i] for i in heldout_ids}
-    assert len(heldout_ids) == metrics["quality"]["split"]["heldout"] > 0
-    assert not heldout_texts & set(seen["train"]) and not heldout_texts & set(seen["validation"])
-    assert len(seen["validation"]) == metrics["quality"]["split"]["validation"]
+    quality = metrics["quality"]
+    assert len(heldout_ids) == quality["split"]["heldout"] > 0
+    assert not heldout_texts & set(seen["pool"])
+    assert len(seen["pool"]) + len(heldout_ids) == len(texts) == quality["split"]["final_model_trained_on"]
 
-    tuning = metrics["quality"]["tuning"]
-    assert tuning["enabled"] and tuning["selected_on"] == "validation" and tuning["heldout_used"] is False
+    tuning = quality["tuning"]
+    assert tuning["enabled"] and tuning["mode"] == "cross_validation" and tuning["heldout_used"] is False
+    # ~330 labels: 5 folds, repeated twice (fewer than distil.cv_repeat_below labels)
+    assert (tuning["folds"], tuning["repeats"], tuning["documents"]) == (5, 2, len(seen["pool"]))
     assert tuning["configs_tried"] == tuning["configs_in_grid"] == 5 and tuning["complete"]
-    assert len(tuning["trials"]) == 5 and all(0 <= t["validation_auc"] <= 1 and t["seconds"] >= 0
-                                              for t in tuning["trials"])
-    best = max(t["validation_auc"] for t in tuning["trials"])
-    assert tuning["chosen_validation_auc"] == best
+    for trial in tuning["trials"]:
+        assert len(trial["fold_aucs"]) == 10
+        assert trial["mean_auc"] == pytest.approx(np.mean(trial["fold_aucs"]), abs=1e-5)
+        assert trial["se"] == pytest.approx(np.std(trial["fold_aucs"], ddof=1) / np.sqrt(10), abs=1e-5)
+    # the one-standard-error rule: the simplest configuration within one SE of the best mean
+    best = max(tuning["trials"], key=lambda t: t["mean_auc"])
+    assert tuning["best_mean_auc"] == best["mean_auc"] and tuning["rule"] == "one_standard_error"
+    within = [t for t in tuning["trials"] if t["mean_auc"] >= best["mean_auc"] - best["se"] - 1e-12]
+    simplest = min(within, key=distil_module.complexity)
+    assert tuning["chosen"] == {k: simplest[k] for k in distil_module.TUNED_SETTINGS}
+    assert "one standard error" in tuning["why"]
     # the chosen settings are the ones the shipped model was trained with, in metrics, config and card
     chosen = tuning["chosen"]
-    assert {k: metrics["quality"]["hyperparameters"][k] for k in chosen} == chosen
+    assert {k: quality["hyperparameters"][k] for k in chosen} == chosen
     config = yaml.safe_load((tmp_path / "clf" / "config.yaml").read_text())
-    assert config["quality"]["tuned"] is True
+    assert config["quality"]["tuned"] is True and config["quality"]["selection"] == "cross_validation"
     assert {k: config["quality"]["hyperparameters"][k] for k in chosen} == chosen
     card = (tmp_path / "clf" / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
-    assert header["training"]["hyperparameters"] == metrics["quality"]["hyperparameters"]
+    assert header["training"]["hyperparameters"] == quality["hyperparameters"]
     search = header["training"]["search"]
     assert search["tuned"] is True and search["heldout_used"] is False and search["configs_tried"] == 5
-    assert "## Training settings and threshold" in card and "the held-out split was not used" in card
-    assert header["metrics"]["heldout_cohen_kappa"] == pytest.approx(metrics["quality"]["cohen_kappa"], abs=1e-4)
+    assert (search["selected_on"], search["folds"], search["repeats"]) == ("cross-validation", 5, 2)
+    assert search["chosen_mean_auc"] == pytest.approx(tuning["chosen_mean_auc"], abs=1e-4)
+    assert "## Training settings and threshold" in card and "the held-out documents were not used" in card
+    assert "mean AUC ± SE" in card and "one standard error" in card
+    assert header["metrics"]["heldout_cohen_kappa"] == pytest.approx(quality["cohen_kappa"], abs=1e-4)
 
 
 def test_tuned_training_is_reproducible(few_labels, tmp_path):
@@ -176,16 +188,22 @@ def test_budget_stops_the_search_and_tune_false_skips_it(few_labels, tmp_path):
 
     untuned = distil(load_jsonl_labels(few_labels, 3), TINY.model_copy(update={"tune": False}), tmp_path / "off",
                      quiet=True)
-    assert untuned["quality"]["tuning"] == {"enabled": False, "heldout_used": False}
+    off = untuned["quality"]["tuning"]
+    # no search: the configured settings, cross-validated only for the threshold's out-of-fold scores
+    assert off["enabled"] is False and off["heldout_used"] is False and off["configs_tried"] == 1
+    assert untuned["quality"]["threshold_choice"]["scores"] == "out_of_fold"
     assert untuned["quality"]["hyperparameters"] == {**tuning["chosen"], "bucket": 10000}
     header = yaml.safe_load((tmp_path / "off" / "README.md").read_text().split("---")[1])
-    assert header["training"]["search"] == {"tuned": False, "heldout_used": False}
+    assert header["training"]["search"]["tuned"] is False and header["training"]["search"]["heldout_used"] is False
+    assert "as configured" in (tmp_path / "off" / "README.md").read_text()
     # the same settings and splits: the same model as the search that only tried the configured settings
     assert (tmp_path / "off" / "quality.bin").read_bytes() == (tmp_path / "spent" / "quality.bin").read_bytes()
 
 
 def test_small_validation_chooses_the_threshold_by_cross_validation(few_labels, tmp_path):
-    untuned = TINY.model_copy(update={"tune": False})
+    """Validation mode (`selection: validation`, and `refit_all: false` so the shipped model is the held-out one,
+    as before cross-validated selection): a small validation split chooses the threshold by k-fold."""
+    untuned = TINY.model_copy(update={"tune": False, "selection": "validation", "refit_all": False})
     cv = distil(load_jsonl_labels(few_labels, 3), untuned, tmp_path / "cv", quiet=True)["quality"]
     split = cv["split"]
     assert split["validation"] < 200
@@ -202,7 +220,8 @@ def test_small_validation_chooses_the_threshold_by_cross_validation(few_labels, 
     # a validation split large enough (here: any) keeps the old way: train only, threshold on validation
     plain = distil(load_jsonl_labels(few_labels, 3), untuned.model_copy(update={"cv_min_validation": 0}),
                    tmp_path / "val", quiet=True)["quality"]
-    assert plain["threshold_choice"] == {"method": "validation", "documents": split["validation"]}
+    assert plain["threshold_choice"] == {"method": "validation", "documents": split["validation"],
+                                         "scores": "validation_split"}
     assert plain["split"]["final_model_trained_on"] == split["train"]
     assert plain["validation"]["scores"] == "validation_split" and plain["validation"]["n"] == split["validation"]
     # the held-out split is the same in both: only what the model learned on and the threshold differ

@@ -17,8 +17,7 @@ import pytest
 from pipeline import schemas
 from pipeline.explain import RowFinder, explain, explain_many, render_html, url_variants
 from pipeline.io import RunLayout, read_dataset, write_parquet
-
-FILTER_STAGES = ("extract", "rules", "dedup", "classify")
+from pipeline.stages import filter_stages
 
 
 def curate(*args: str) -> subprocess.CompletedProcess:
@@ -39,7 +38,7 @@ def test_every_page_of_the_demo_run_ends_where_the_report_says(demo_run):
     corpus = {}
     for path in sorted((out / "corpus").glob("part-*.parquet")):
         corpus.update((doc_id, path.name) for doc_id in pq.read_table(path, columns=["doc_id"]).column(0).to_pylist())
-    doc_ids = sorted({d["doc_id"] for stage in FILTER_STAGES for d in _decisions(out, stage)} | set(corpus))
+    doc_ids = sorted({d["doc_id"] for stage in filter_stages() for d in _decisions(out, stage)} | set(corpus))
     answers = explain_many(out, doc_ids)
     fates = Counter()
     for doc_id, answer in zip(doc_ids, answers):
@@ -154,8 +153,8 @@ def test_url_variants_doc_ids_and_fates(small_run):
     # the stored URL has a trailing slash, the query has not; http for https
     page, = explain(root, "http://example.org/a")["pages"]
     assert page["doc_id"] == a and page["fate"] == "kept in corpus/part-00000.parquet"
-    assert [s["stage"] for s in page["steps"]] == ["extract", "rules", "dedup", "annotate", "classify"]
-    assert page["steps"][3]["status"] == "not_run"  # annotate never ran here
+    assert [s["stage"] for s in page["steps"]] == ["extract", "rules", "dedup", "safety", "annotate", "classify"]
+    assert page["steps"][3]["status"] == page["steps"][4]["status"] == "not_run"  # neither ran here
     page, = explain(root, b)["pages"]
     assert page["fate"] == "dropped at dedup: exact_duplicate"
     assert page["steps"][2]["facts"]["survivor_url"] == "https://example.org/a/"

@@ -101,7 +101,7 @@ def planted_run(tmp_path_factory) -> Path:
     from pipeline.report import build_report
     from pipeline.runtime.executor import LocalExecutor
     from pipeline.runtime.runner import run_stage
-    from pipeline.stages import PIPELINE, make_stage
+    from pipeline.stages import make_stage, pipeline_order, stage_class
 
     root = tmp_path_factory.mktemp("notebook-browser")
     planted = root / "input" / "planted.warc.gz"
@@ -110,7 +110,7 @@ def planted_run(tmp_path_factory) -> Path:
     warcs = json.dumps([str(SAMPLE_WARCS / "*.warc.gz"), str(SAMPLE_WARCS / "*.warc"), str(planted)])
     cfg = load_config(None, [f"out={root / 'run'}", f"input.warcs={warcs}", "ray.executor=local",
                              "dedup.num_partitions=2", f"classify.classifier={classifier}"])
-    for name in [n for n in PIPELINE if n not in ("annotate", "distil", "rewrite")]:  # no LLM stage
+    for name in [n for n in pipeline_order() if not stage_class(n).needs_llm and n != "distil"]:  # no LLM stage
         run_stage(make_stage(name, cfg), executor=LocalExecutor(), quiet=True)
     build_report(RunLayout(root / "run"))
     return root / "run"

@@ -234,3 +234,19 @@ def test_half_a_settings_file_is_one_message_naming_it(small_run, tmp_path):
     _cut(settings)
     result = _cli("dedup", "--out", str(run))
     assert result.returncode == 2 and str(settings) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_setting_added_since_the_folder_was_made_binds_only_away_from_its_default(tmp_path):
+    """Upgrading the project must not lock users out of their run folders: a setting the folder's record lacks
+    is accepted at its default (the old outputs were made that way) and refused at any other value."""
+    from pipeline.io import RunLayout, SettingsChanged
+
+    layout = RunLayout(tmp_path)
+    (tmp_path / "_state" / "dedup").mkdir(parents=True)
+    (tmp_path / "_state" / "dedup" / "part-0.json").write_text("{}")  # the stage has outputs here
+    layout.record_settings("dedup", {"dedup.ngram": 5})
+    layout.check_settings("dedup", {"dedup.ngram": 5, "dedup.new_switch": False}, {"dedup.new_switch": False})
+    with pytest.raises(SettingsChanged, match="dedup.new_switch: None -> True"):
+        layout.check_settings("dedup", {"dedup.ngram": 5, "dedup.new_switch": True}, {"dedup.new_switch": False})
+    with pytest.raises(SettingsChanged, match="dedup.ngram: 5 -> 7"):
+        layout.check_settings("dedup", {"dedup.ngram": 7}, {"dedup.ngram": 7})  # recorded: binding as always

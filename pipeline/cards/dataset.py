@@ -29,8 +29,12 @@ def dataset_card(cfg: RunConfig, layout: RunLayout, plan: dict[str, Any], thresh
     classifier_dir = Path(plan["classifier"])
     card_meta = classifier or {}
     dropped = {reason: n for reason, n in totals.items() if reason not in ("input", "kept")}
+    from pipeline.stages import filter_stages
+
     stages = {}
-    for before in ("extract", "dedup"):
+    for before in filter_stages():  # the lineage: every filter stage of the registry before this one
+        if before == stage:
+            break
         summary = layout.shard_stats(before)
         if summary:
             stages[before] = {"input": sum(s["input"] for s in summary), "kept": sum(s["kept"] for s in summary)}
@@ -47,6 +51,9 @@ def dataset_card(cfg: RunConfig, layout: RunLayout, plan: dict[str, Any], thresh
         "rows": totals["kept"],
         "files": len(files),
     }
+    safety = _safety(layout)
+    if safety:
+        header["safety"] = safety
     schema_lines = [f"| `{f.name}` | `{f.type}` |" for f in schemas.SCORED]
     extract_cfg = cfg.extract.model_dump()
     return "\n".join([
@@ -63,9 +70,10 @@ def dataset_card(cfg: RunConfig, layout: RunLayout, plan: dict[str, Any], thresh
         + f" (one row each in `decisions/{stage}/` of the run).", "",
         f"Extraction: trafilatura, languages {extract_cfg['languages'] or 'all'}, heuristic rules "
         f"{'on' if extract_cfg['rules']['enabled'] else 'off'}.", "",
+        *_safety_section(safety),
         "## Classifier", "",
         f"`{classifier_dir}` (see its README.md model card); stored scores in the run's `scores/`, so "
-        "`curate classify --rethreshold T` rewrites this folder without re-running the model.", "",
+        "`curate classify --threshold T` rewrites this folder without re-running the model.", "",
         "## Files", "",
         f"{len(files)} Parquet file(s), zstd, listed with rows and sha256 in `_manifest.json`. Load with "
         "`datasets.load_dataset(\"parquet\", data_files=\"corpus/part-*.parquet\")` or DuckDB "
@@ -86,9 +94,66 @@ def _threshold_section(choice: dict[str, Any] | None, stage: str) -> list[str]:
     return [
         "## Threshold", "",
         f"Chosen by {choice['reason']}. What other thresholds would keep, from the stored scores (no model run; "
-        "`curate classify --rethreshold T`, `--target-tokens N` or `--target-keep-rate R` rewrites this folder "
+        "`curate classify --threshold T`, `--target-tokens N` or `--target-keep-rate R` rewrites this folder "
         "at another one):", "",
         *choice["table_lines"], "",
         f"Keep rate: of all {stage} input documents. Kept tokens: {notes.get('tokens')}. Precision and recall: "
         f"against the teacher's labels, {notes.get('heldout')}.", "",
     ]
+
+
+def _safety(layout: RunLayout) -> dict[str, Any]:
+    """What was removed before training could see it, from the extract and safety stages' markers: every
+    blocklist and eval set used (path, entries or items, sha256) and the counts removed."""
+    out: dict[str, Any] = {}
+    extract = _read(layout.stage_marker("extract"))
+    if extract.get("blocklists"):
+        out["blocklists"] = extract["blocklists"]
+        out["blocked_url"] = (extract.get("dropped") or {}).get("blocked_url", 0)
+    safety = _read(layout.stage_marker("safety"))
+    if safety:
+        dropped = safety.get("dropped") or {}
+        out["pii"] = {"mode": safety.get("pii_mode"), "redacted": safety.get("pii_redacted", {}),
+                      "too_much_pii": dropped.get("too_much_pii", 0)}
+        if safety.get("decontam_mode"):
+            index = safety.get("index") or {}
+            out["decontamination"] = {
+                "mode": safety["decontam_mode"], "eval_sets": index.get("eval_sets", []),
+                "contaminated": dropped.get("contaminated", 0),
+                "found": {name: {"items_found": found["items_found"], "documents": found["documents"]}
+                          for name, found in (safety.get("contamination") or {}).items()}}
+    return out
+
+
+def _safety_section(safety: dict[str, Any]) -> list[str]:
+    if not safety:
+        return []
+    lines = ["## Removed before training", ""]
+    for entry in safety.get("blocklists", []):
+        lines.append(f"- URL blocklist `{entry.get('path')}`: {entry.get('entries')} entries, sha256 "
+                     f"`{str(entry.get('sha256'))[:16]}`")
+    if "blocked_url" in safety:
+        lines.append(f"- {safety['blocked_url']} page(s) dropped as `blocked_url` before extraction")
+    pii = safety.get("pii")
+    if pii:
+        redacted = ", ".join(f"{kind} {n}" for kind, n in pii["redacted"].items()) or "none"
+        lines.append(f"- personal data ({pii['mode']}): redacted {redacted}; {pii['too_much_pii']} page(s) "
+                     "dropped as `too_much_pii`; counts per type are the `pii_*` columns")
+    decontam = safety.get("decontamination")
+    if decontam:
+        for entry in decontam["eval_sets"]:
+            found = decontam["found"].get(entry.get("path"), {"items_found": 0, "documents": 0})
+            lines.append(f"- eval set `{entry.get('path')}`: {entry.get('items')} items, sha256 "
+                         f"`{str(entry.get('sha256'))[:16]}`; {found['items_found']} item(s) found in "
+                         f"{found['documents']} document(s)")
+        lines.append(f"- {decontam['contaminated']} document(s) dropped as `contaminated` ({decontam['mode']})")
+    return [*lines, ""]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

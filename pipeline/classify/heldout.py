@@ -76,23 +76,36 @@ class HeldoutLabels:
         if not self.labels:
             return None
         ids = sorted(self.labels)
-        probs = {i: found[i] for i in ids if found.get(i) is not None}
-        missing = [i for i in ids if i not in probs and (self.texts.get(i) or "").strip()]
-        if missing:
-            from classifiers.artifact import load_fasttext, positive_probabilities
-            from classifiers.normalize import normalize_many
+        artifact = self._artifact or ClassifierArtifact.read(self.classifier_dir)
+        stored = artifact.heldout_scores() if artifact.refit_all else None
+        if stored is not None:
+            # the shipped model was refit on every label, these included: its scores would flatter it, so the
+            # held-out model's scores (recorded by distil) stand for them
+            probs = {i: stored[i][1] for i in ids if i in stored}
+            kept_ids = [i for i in ids if i in probs]
+            if not kept_ids:
+                return None
+            note = (f"{len(kept_ids)} held-out documents of the classifier ({self.classifier_dir}) with the "
+                    "teacher's labels, scored by the held-out model (the shipped model is refit on every label, "
+                    "these included)")
+        else:
+            probs = {i: found[i] for i in ids if found.get(i) is not None}
+            missing = [i for i in ids if i not in probs and (self.texts.get(i) or "").strip()]
+            if missing:
+                from classifiers.artifact import load_fasttext, positive_probabilities
+                from classifiers.normalize import normalize_many
 
-            artifact = self._artifact or ClassifierArtifact.read(self.classifier_dir)
-            model = load_fasttext(artifact.model_path("quality"))
-            scores = positive_probabilities(model, normalize_many([self.texts[i] for i in missing]))
-            probs.update((i, float(p)) for i, p in zip(missing, scores) if not np.isnan(p))
-        kept_ids = [i for i in ids if i in probs]
-        if not kept_ids:
-            return None
-        scored_now = len(kept_ids) - sum(1 for i in kept_ids if found.get(i) is not None)
-        note = (f"{len(kept_ids)} held-out documents of the classifier ({self.classifier_dir}) with the teacher's "
-                f"labels: {len(kept_ids) - scored_now} scores read from scores/, {scored_now} scored now with the "
-                "classifier (their stored scores were not available)")
+                model = load_fasttext(artifact.model_path("quality"))
+                scores = positive_probabilities(model, normalize_many([self.texts[i] for i in missing],
+                                                                      artifact.max_chars))
+                probs.update((i, float(p)) for i, p in zip(missing, scores) if not np.isnan(p))
+            kept_ids = [i for i in ids if i in probs]
+            if not kept_ids:
+                return None
+            scored_now = len(kept_ids) - sum(1 for i in kept_ids if found.get(i) is not None)
+            note = (f"{len(kept_ids)} held-out documents of the classifier ({self.classifier_dir}) with the "
+                    f"teacher's labels: {len(kept_ids) - scored_now} scores read from scores/, {scored_now} scored "
+                    "now with the classifier (their stored scores were not available)")
         if len(kept_ids) < len(ids):
             note += f"; {len(ids) - len(kept_ids)} without text or a score left out"
         return (np.array([probs[i] for i in kept_ids], np.float32),

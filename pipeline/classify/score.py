@@ -23,15 +23,16 @@ from pipeline.classify.common import SCORE_STAGE, ClassifyError, read_ahead
 from pipeline.io import RunLayout, parquet_files, shard_key
 from pipeline.runtime import DOCUMENTS, Input, Output, Resources, Shard, ShardResult, Stage
 
-DUP_FIELDS = [f for f in schemas.UNIQUE if f.name not in schemas.DOCS.names]
+LATER_FIELDS = [f for f in schemas.SAFE if f.name not in schemas.DOCS.names]
 
 
-def as_unique(table: pa.Table) -> pa.Table:
-    """A docs/ or unique/ batch with the UNIQUE schema: dedup's columns are null when reading docs/."""
-    for field in DUP_FIELDS:
+def as_safe(table: pa.Table) -> pa.Table:
+    """A batch of the run's documents with the SAFE schema: dedup's and the safety stage's columns are null
+    when the documents did not go through them (docs/, unique/)."""
+    for field in LATER_FIELDS:
         if field.name not in table.column_names:
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-    return table.select(schemas.UNIQUE.names).cast(schemas.UNIQUE)
+    return table.select(schemas.SAFE.names).cast(schemas.SAFE)
 
 
 def top_tags(scores: list[dict[str, float]] | None, k: int, n_rows: int) -> tuple[pa.Array, pa.Array]:
@@ -49,7 +50,7 @@ def top_tags(scores: list[dict[str, float]] | None, k: int, n_rows: int) -> tupl
 
 
 def score_batch(classifier, table: pa.Table, topics_top_k: int, formats_top_k: int = 2) -> pa.Table:
-    """Pure scoring step: UNIQUE rows -> SCORED rows (quality_prob; the top-k topics and formats with their
+    """Pure scoring step: SAFE rows -> SCORED rows (quality_prob; the top-k topics and formats with their
     probabilities when the classifier has those models, else nulls). Empty texts get null scores."""
     probs, tag_scores = classifier.score_all(table.column("text").to_pylist())
     quality = pa.array(probs, pa.float32(), mask=np.isnan(probs))
@@ -174,7 +175,9 @@ class ScoreStage(Stage):
         check_inputs(input_files(self.docs_dir))
 
     def plan(self) -> list[Shard]:
-        return [Shard(key=f"part-{shard_key(path.name)}", source=str(path)) for path in input_files(self.docs_dir)]
+        # a documents file written again since it was scored (the safety stage re-decided) is scored again
+        return [Shard(key=f"part-{shard_key(path.name)}", source=str(path), reads=(str(path),))
+                for path in input_files(self.docs_dir)]
 
     def resources(self) -> Resources:
         # the executor caps the pool by the CPUs of the machine or cluster it runs on
@@ -188,7 +191,7 @@ class ScoreStage(Stage):
     def process(self, classifier, shard: Shard) -> ShardResult:
         stats = self.new_stats(shard)
         parquet = pq.ParquetFile(shard.source)
-        columns = [name for name in schemas.UNIQUE.names if name in parquet.schema_arrow.names]
+        columns = [name for name in schemas.SAFE.names if name in parquet.schema_arrow.names]
         # Reading the next batch (Arrow releases the GIL) overlaps scoring the current one, batch by batch. The
         # scored file is returned whole for the runner to write, so a worker holds one input file's scored rows
         # (a docs/unique file is one extract shard: tens of MB of text) where a streaming writer would hold a
@@ -197,7 +200,7 @@ class ScoreStage(Stage):
         with ThreadPoolExecutor(max_workers=1) as reader:
             batches = parquet.iter_batches(batch_size=self.cfg.classify.batch_size, columns=columns)
             for batch in read_ahead(batches, reader):
-                parts.append(score_batch(classifier, as_unique(pa.Table.from_batches([batch])),
+                parts.append(score_batch(classifier, as_safe(pa.Table.from_batches([batch])),
                                          self.cfg.classify.topics_top_k,
                                          self.cfg.classify.formats_top_k).cast(schemas.SCORED))
         table = pa.concat_tables(parts) if parts else schemas.SCORED.empty_table()

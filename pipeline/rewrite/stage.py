@@ -439,6 +439,7 @@ class RewriteTools:
     counter: TokenCounter
     langid: Any = None
     classifier: Any = None
+    eval_index: Any = None  # the safety stage's n-gram index of the eval sets (decontam.eval_sets), or None
 
 
 class RewriteStage(LLMStage):
@@ -511,7 +512,9 @@ class RewriteStage(LLMStage):
             from classifiers import QualityClassifier
 
             classifier = QualityClassifier.load(self.quality_classifier.folder)
-        return RewriteTools(TokenCounter(self.tokenizer), langid, classifier)
+        from pipeline.safety.stage import load_or_build_index
+
+        return RewriteTools(TokenCounter(self.tokenizer), langid, classifier, load_or_build_index(self.cfg))
 
     def requests(self, worker: LLMWorker, shard: Shard) -> Requests:
         plans = [plan_doc(doc, self.cfg.rewrite, worker.state.counter) for doc in read_shard_docs(*shard.payload)]
@@ -555,6 +558,12 @@ class RewriteStage(LLMStage):
             group: {column: [] for column in SCORE_COLUMNS} for group in ("kept", "dropped")}
         for (plan, prompt_id, candidate), quality in zip(candidates, qualities):
             decided = decide(candidate, quality, self.cfg.rewrite)
+            hits = worker.state.eval_index.find(candidate.row["text"]) if worker.state.eval_index else []
+            if hits and not isinstance(decided, Failure):
+                # the model can write out a benchmark it memorised: synthetic text is decontaminated too
+                from pipeline.safety.stage import contamination_detail
+
+                decided = Failure("contaminated", contamination_detail(hits))
             group = "dropped" if isinstance(decided, Failure) else "kept"
             scored[group]["rewrite_quality_prob"].append(quality)
             scored[group]["faithfulness"].append(candidate.faithfulness.faithfulness)

@@ -114,6 +114,18 @@ def standard_line(summary: dict[str, Any], unit: str) -> str:
     return line
 
 
+def default_settings(stage: Stage) -> dict[str, Any] | None:
+    """The stage's settings under the default config (same run folder and inputs): what a setting added to the
+    project since a run folder was made held when its outputs were made. None when they cannot be computed."""
+    cfg = stage.cfg
+    try:
+        default = type(stage)(type(cfg)(out=cfg.out, input=cfg.input))
+        default.input_dirs = dict(stage.input_dirs)
+        return default.settings()
+    except Exception:  # noqa: BLE001 - a stage whose settings need more than the defaults: no leniency
+        return None
+
+
 def check_output_root(layout: RunLayout) -> None:
     """The run folder must be a folder we can write into: say so before any work, not after it. Nothing is
     created here (a run stopped by its checks leaves no folder behind)."""
@@ -163,7 +175,7 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
     stage.check()
     check_output_root(layout)
     settings = stage.settings()
-    layout.check_settings(stage.name, settings)
+    layout.check_settings(stage.name, settings, default_settings(stage))
     if stage.plan_follows_settings and layout.is_stage_done(stage.name) and layout.is_stage_intact(stage.name):
         if not quiet:
             print(f"[{stage.name}] complete in {layout.root}, skipped")
