@@ -54,9 +54,10 @@ from typing import Any
 import numpy as np
 
 from classifiers.artifact import QualityClassifier
-from classifiers.distil import distil, stratified_folds
+from classifiers.distil import distil
 from classifiers.evaluate import roc_auc
 from classifiers.labels import LabelledDoc, LabelSet
+from classifiers.training import stratified_folds
 from pipeline.config import DistilConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -392,6 +392,26 @@ def main() -> None:
             print(f"  HTTP parsing + charset decoding            {1000 * reader['parse_decode']:6.3f}")
 
         ensure_ray(RayConfig(num_cpus=args.workers))
+        if not args.no_4x:
+            # first, in fresh workers: the runtime keeps one Extractor per run configuration in each worker
+            # (pipeline.runtime.executor._WORKERS), so after the runs below a worker would hold a dozen
+            run_stage(inputs[: args.workers], work / "warm-rss", args.workers, "trafilatura", "extract")
+            mib = 1024 * 1024
+            input_4x = work / "in4x"
+            input_4x.mkdir()
+            for i in range(copies * 4):
+                os.link(inputs[0], input_4x / f"copy-{i:04d}.warc.gz")
+            peaks = {}
+            for label, folder in (("1x", input_1x), ("4x", input_4x)):
+                pages = n_pages * (4 if label == "4x" else 1)
+                wall, _, sampler = run_stage(sorted(folder.glob("*.warc.gz")), work / f"rss{label}", args.workers,
+                                             "trafilatura", "extract", "rules", interval_s=0.02)
+                peaks[label] = (sampler.largest_worker(), sampler.peaks.get(os.getpid(), (0, ""))[0])
+                print(f"peak RSS at {label} ({pages} pages, extract + rules): largest Ray worker "
+                      f"{peaks[label][0] / mib:.0f} MiB, driver {peaks[label][1] / mib:.0f} MiB "
+                      f"({pages / wall:.1f} pages/s)")
+            print(f"RSS ratio 4x/1x: worker {peaks['4x'][0] / max(peaks['1x'][0], 1):.2f}, "
+                  f"driver {peaks['4x'][1] / max(peaks['1x'][1], 1):.2f} (target: flat, ~1.0)")
         results: dict[str, dict[str, dict[str, float]]] = {}
         for n, setting in enumerate(settings):
             # warm the worker processes (imports, language model, rules, the extractor), as on a running cluster
@@ -442,23 +462,6 @@ def main() -> None:
             print(f"    ours / peer: {ours['pages_s'] / peer['pages_s']:.2f}x by wall, "
                   f"{peer['cpu_ms'] / ours['cpu_ms']:.2f}x by CPU per page")
 
-        if not args.no_4x:
-            mib = 1024 * 1024
-            input_4x = work / "in4x"
-            input_4x.mkdir()
-            for i in range(copies * 4):
-                os.link(inputs[0], input_4x / f"copy-{i:04d}.warc.gz")
-            peaks = {}
-            for label, folder in (("1x", input_1x), ("4x", input_4x)):
-                pages = n_pages * (4 if label == "4x" else 1)
-                wall, _, sampler = run_stage(sorted(folder.glob("*.warc.gz")), work / f"rss{label}", args.workers,
-                                             "trafilatura", "extract", "rules", interval_s=0.02)
-                peaks[label] = (sampler.largest_worker(), sampler.peaks.get(os.getpid(), (0, ""))[0])
-                print(f"peak RSS at {label} ({pages} pages, extract + rules): largest Ray worker "
-                      f"{peaks[label][0] / mib:.0f} MiB, driver {peaks[label][1] / mib:.0f} MiB "
-                      f"({pages / wall:.1f} pages/s)")
-            print(f"RSS ratio 4x/1x: worker {peaks['4x'][0] / max(peaks['1x'][0], 1):.2f}, "
-                  f"driver {peaks['4x'][1] / max(peaks['1x'][1], 1):.2f} (target: flat, ~1.0)")
     finally:
         import ray
 

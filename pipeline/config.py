@@ -177,10 +177,10 @@ class ExtractConfig(Section):
     timeout_s: float = Field(default=5.0, gt=0, le=86400)  # per page; a day bounds what a timer can hold
     max_html_bytes: int = Field(default=5_000_000, ge=1)
     min_text_chars: int = Field(default=1, ge=0)
-    # The main-text extractor, speed against quality (docs/extract.md#choosing-the-extractor; F1 on the
-    # 181-page extraction benchmark, extraction time per page): trafilatura (best F1, 0.965), trafilatura-fast
-    # (trafilatura without its fallback extractors: ~1.3-1.6x faster; F1 0.961 with favor_precision off,
-    # 0.946 with it on), resiliparse (resiliparse's main-content HTML-to-text: ~14x faster, F1 0.937).
+    # The main-text extractor, quality against speed (docs/extract.md#choosing-the-extractor: F1 on the 181-page
+    # extraction benchmark, the extract stage's speed against the default's): trafilatura (best F1, 0.965),
+    # trafilatura-fast (without trafilatura's fallback extractors: F1 0.961 and 1.2x with favor_precision off,
+    # 0.946 and 1.45x with it on), resiliparse (its main-content HTML-to-text: F1 0.937, 3.1x).
     extractor: Literal["trafilatura", "trafilatura-fast", "resiliparse"] = "trafilatura"
     # trafilatura's trade-off switches (include_tables also for resiliparse). Precision by default:
     # boilerplate in pretraining text costs more than a missed paragraph, and it scores best on the extraction
@@ -324,7 +324,7 @@ class DistilConfig(Section):
     bucket: int = Field(default=200_000, ge=1000)
     # fastText training threads. 1 (default): reproducible, the same labels and settings give the same model
     # byte for byte (seeded, and the input-matrix rows fastText leaves uninitialised are zero-filled, see
-    # classifiers.distil.zeroed_allocations). More threads train faster but hogwild: not reproducible.
+    # classifiers.training.zeroed_allocations). More threads train faster but hogwild: not reproducible.
     threads: int = Field(default=1, ge=1)
     min_labels: int = Field(default=20, ge=2)
     # Part of the training split set aside to choose the decision threshold (metrics use the held-out split).
@@ -357,7 +357,7 @@ class DistilConfig(Section):
     # The k-fold split is repeated with another seed (cv_repeats splits in all) below cv_repeat_below labels.
     cv_repeats: int = Field(default=2, ge=1)
     cv_repeat_below: int = Field(default=2_000, ge=0)
-    # One-standard-error rule: the simplest settings (classifiers.distil.SIMPLICITY) whose mean AUC is within
+    # One-standard-error rule: the simplest settings (classifiers.selection.SIMPLICITY) whose mean AUC is within
     # one standard error of the best; false: the best mean.
     one_se: bool = True
     # validation mode: a validation split smaller than this chooses the decision threshold on out-of-fold

@@ -309,10 +309,6 @@ def extract_settings(cfg: RunConfig) -> dict[str, Any]:
     them re-decides docs/ from extracted/ instead of extracting again."""
     selection = cfg.input.model_dump(mode="json", exclude={"retries", "retry_backoff_s", "storage_options"})
     extraction = cfg.extract.model_dump(mode="json", exclude={"rules"})
-    if extraction["extractor"] == "trafilatura":
-        # the default is left out, as before the choice existed: a run folder made then still resumes, and
-        # any other extractor (recorded by name) is refused in it, as the default is in a folder made with one
-        del extraction["extractor"]
     settings = {**{f"input.{k}": v for k, v in selection.items()},
                 **{f"extract.{k}": v for k, v in extraction.items()},
                 "extract.rules": cfg.extract.rules.metric_settings()}

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from classifiers import evaluate
-from classifiers.distil import best_trial, stratified_folds, stratified_split, topic_label_map, tuning_candidates
+from classifiers.distil import topic_label_map
 from classifiers.normalize import normalize_text
+from classifiers.selection import best_trial, tuning_candidates
+from classifiers.training import stratified_folds, stratified_split
 from pipeline.config import ConfigError, DistilConfig, load_config
 
 

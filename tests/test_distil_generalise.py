@@ -16,11 +16,12 @@ import yaml
 from classifiers import QualityClassifier
 from classifiers import distil as distil_module
 from classifiers.artifact import ClassifierArtifact, load_fasttext, positive_probabilities
-from classifiers.distil import auc_standard_error, complexity, distil, one_se_choice
+from classifiers.distil import distil
 from classifiers.evaluate import roc_auc
 from classifiers.extraction_benchmark import labelled_texts, load_pages, write_teacher_run
 from classifiers.labels import load_jsonl_labels, load_llm_labels
 from classifiers.normalize import normalize_text
+from classifiers.selection import auc_standard_error, complexity, one_se_choice
 from pipeline.config import DistilConfig
 from stagehelpers import without_timings
 

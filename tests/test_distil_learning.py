@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from classifiers import QualityClassifier
+from classifiers import QualityClassifier, selection
 from classifiers import distil as distil_module
 from classifiers.distil import distil
 from classifiers.evaluate import roc_auc
@@ -140,8 +140,8 @@ def test_settings_are_chosen_by_cross_validation_and_never_see_the_heldout_split
     best = max(tuning["trials"], key=lambda t: t["mean_auc"])
     assert tuning["best_mean_auc"] == best["mean_auc"] and tuning["rule"] == "one_standard_error"
     within = [t for t in tuning["trials"] if t["mean_auc"] >= best["mean_auc"] - best["se"] - 1e-12]
-    simplest = min(within, key=distil_module.complexity)
-    assert tuning["chosen"] == {k: simplest[k] for k in distil_module.TUNED_SETTINGS}
+    simplest = min(within, key=selection.complexity)
+    assert tuning["chosen"] == {k: simplest[k] for k in selection.TUNED_SETTINGS}
     assert "one standard error" in tuning["why"]
     # the chosen settings are the ones the shipped model was trained with, in metrics, config and card
     chosen = tuning["chosen"]

@@ -1,6 +1,7 @@
 """`extract.extractor`: trafilatura (the default), trafilatura-fast and resiliparse, each through the extract and
 rules stages on the bundled WARC files: the text is the chosen extractor's, the rule metrics are there, the
-choice is in the run's settings, and another extractor in the same run folder is refused with one message.
+choice is in the run's settings, and another extractor in the same run folder is refused with one message
+(a folder made before the setting existed goes on with the default only).
 Also: the default is the same trafilatura call as before the choice existed (its outputs stay byte-identical),
 and the stage's two passes over a file (text, then language and metrics) give what record-by-record
 processing gives."""
@@ -84,10 +85,9 @@ def test_extractor_through_the_stages_on_the_bundled_warcs(tmp_path, ray_local, 
     dropped = read_dataset(layout.decisions("rules"), schemas.DECISIONS)
     assert docs.num_rows > 40 and docs.num_rows + dropped.num_rows == len(extracted)
 
-    # the choice is in the run's settings (the default by being left out, as in folders made before it existed)
+    # the choice is in the run's settings
     settings = json.loads(layout.settings_path("extract").read_text())
-    assert settings.get("extract.extractor", "trafilatura") == extractor
-    assert ("extract.extractor" in settings) == (extractor != "trafilatura")
+    assert settings["extract.extractor"] == extractor
 
     # another extractor in the same folder: refused before anything is written, with one message
     other = "resiliparse" if extractor != "resiliparse" else "trafilatura-fast"
@@ -97,9 +97,29 @@ def test_extractor_through_the_stages_on_the_bundled_warcs(tmp_path, ray_local, 
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    recorded = repr(extractor) if extractor != "trafilatura" else "None"
-    assert f"extract.extractor: {recorded} -> {other!r}" in err and "Use another --out" in err
+    assert f"extract.extractor: {extractor!r} -> {other!r}" in err and "Use another --out" in err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
+
+
+def test_folder_made_before_the_setting_existed_resumes_with_the_default_only(tmp_path, sample_warcs):
+    """A run folder whose recorded settings have no extract.extractor (made before it existed) was made by
+    trafilatura: the default goes on in it, another extractor is refused."""
+    from pipeline.io import SettingsChanged
+    from pipeline.runtime.executor import LocalExecutor
+
+    out = tmp_path / "run"
+    cfg = load_config(None, [f"out={out}"])
+    cfg.input.warcs = sample_warcs[:2]
+    extract_run(cfg, executor=LocalExecutor(), quiet=True)
+    layout = RunLayout(out)
+    path = layout.settings_path("extract")
+    recorded = json.loads(path.read_text())
+    del recorded["extract.extractor"]
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(SettingsChanged, match=r"extract\.extractor: None -> 'resiliparse'"):
+        extract_run(cfg.updated(**{"extract.extractor": "resiliparse"}), executor=LocalExecutor(), quiet=True)
+    layout.stage_marker("extract").unlink()  # not finished: the stage runs again, checking its settings
+    assert extract_run(cfg, executor=LocalExecutor(), quiet=True)["complete"]
 
 
 def test_default_extractor_is_the_trafilatura_call_of_before():

@@ -110,7 +110,8 @@ def planted_run(tmp_path_factory) -> Path:
     warcs = json.dumps([str(SAMPLE_WARCS / "*.warc.gz"), str(SAMPLE_WARCS / "*.warc"), str(planted)])
     cfg = load_config(None, [f"out={root / 'run'}", f"input.warcs={warcs}", "ray.executor=local",
                              "dedup.num_partitions=2", f"classify.classifier={classifier}"])
-    for name in [n for n in pipeline_order() if not stage_class(n).needs_llm and n != "distil"]:  # no LLM stage
+    for name in [n for n in pipeline_order()  # every stage this config enables but the LLM's
+                 if stage_class(n).enabled(cfg) and not stage_class(n).needs_llm and n != "distil"]:
         run_stage(make_stage(name, cfg), executor=LocalExecutor(), quiet=True)
     build_report(RunLayout(root / "run"))
     return root / "run"

@@ -250,3 +250,28 @@ def test_a_setting_added_since_the_folder_was_made_binds_only_away_from_its_defa
         layout.check_settings("dedup", {"dedup.ngram": 5, "dedup.new_switch": True}, {"dedup.new_switch": False})
     with pytest.raises(SettingsChanged, match="dedup.ngram: 5 -> 7"):
         layout.check_settings("dedup", {"dedup.ngram": 7}, {"dedup.ngram": 7})  # recorded: binding as always
+
+
+def test_a_full_disk_during_distil_is_one_message_naming_the_model_file(small_disk, tmp_path):
+    """fastText writes its model through a stream that ignores a full disk: the file is loaded back, and a
+    model cut short on a disk without room is said as a full disk at that path (exit 2), never a 'wrong file
+    format' later; nothing is installed, and a rerun with room writes the classifier."""
+    import json as _json
+
+    from classifiers.extraction_benchmark import labelled_texts, load_pages
+
+    benchmark = Path(__file__).resolve().parents[1] / "data" / "extraction-benchmark"
+    items = labelled_texts(benchmark, page_ids=sorted(load_pages(benchmark))[:20])
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(_json.dumps({"text": t.text, "label": t.label}) + "\n" for t in items))
+    command = [sys.executable, "-m", "pipeline.cli", "distil", "--labels-jsonl", str(labels), "--out",
+               str(small_disk / "classifier"), "--set", "distil.tune=false", "--set", "distil.variance_seeds=0"]
+    full = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 2, full.stdout[-1500:] + full.stderr[-1500:]
+    assert "no space left" in full.stderr.lower() and str(small_disk) in full.stderr
+    assert "Traceback" not in full.stderr and "wrong file format" not in full.stderr
+    assert not (small_disk / "classifier").exists()
+    subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (small_disk / "classifier" / "quality.bin").stat().st_size > 1_000_000

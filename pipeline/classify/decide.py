@@ -89,11 +89,11 @@ def stored_scores(layout: RunLayout) -> dict[str, Any]:
     marker = layout.stage_marker(SCORE_STAGE)
     if not marker.exists():
         raise ClassifyError(f"no stored scores in {layout.root} (run `curate classify --docs ... --classifier ...` "
-                            "first, to the end; --rethreshold only re-decides)")
+                            "first, to the end)")
     stored = json.loads(marker.read_text())
     if "plan" not in stored:
         raise ClassifyError(f"{marker}: scores stored by an older version; run `curate classify` once without "
-                            "--rethreshold")
+                            "--threshold")
     return stored
 
 
@@ -106,7 +106,7 @@ def card_threshold(classifier_dir: Path) -> float:
     if threshold is None:
         raise ClassifyError(f"classify.threshold is not set and {classifier_dir / 'config.yaml'} (the classifier of "
                             f"the stored scores) gives no decision threshold ({why}); set classify.threshold or "
-                            "--rethreshold T")
+                            "--threshold T")
     return threshold
 
 
@@ -160,7 +160,7 @@ class DecideStage(Stage):
             for path in paths:
                 if not path.exists():
                     raise ClassifyError(f"stored scores missing: {path} (run `curate classify` without "
-                                        "--rethreshold)")
+                                        "--threshold)")
             heldout = self.heldout()
             wanted = set(heldout.labels) if heldout.stored_scores_usable(self.stored()["docs_dir"]) else None
             self._profile = read_profile(paths, TokenCounter(resolve_tokenizer(self.cfg)), wanted)
@@ -211,7 +211,7 @@ class DecideStage(Stage):
         for key, source in self.stored()["plan"]:
             scores = self._scores_path(key)
             if not scores.exists():
-                raise ClassifyError(f"stored scores missing: {scores} (run `curate classify` without --rethreshold)")
+                raise ClassifyError(f"stored scores missing: {scores} (run `curate classify` to the end first)")
             # a file scored again since it was decided is decided again (the runner compares it with the marker)
             shards.append(Shard(key=key, source=source, reads=(str(scores),)))
         return shards
@@ -321,7 +321,7 @@ class DecideStage(Stage):
             f"{REASON_NO_TEXT}; corpus: {summary['corpus_files']} file(s) in {where}"
             + ("" if summary["corpus_rewritten"] else " (unchanged)"),
             f"[{self.name}] what other thresholds would keep (from scores/, no model run; `curate classify "
-            "--rethreshold T | --target-tokens N | --target-keep-rate R` to re-decide):",
+            "--threshold T | --target-tokens N | --target-keep-rate R` to re-decide):",
             *format_threshold_table(summary["threshold_table"]),
             f"  tokens: {notes.get('tokens')}",
             f"  precision/recall: {notes.get('heldout')}",

@@ -67,8 +67,9 @@ def resolve(cfg: RunConfig) -> TargetTokenizer:
         demo_model = Path(cfg.llm.tiny_model_dir or Path(cfg.out) / "tiny-llama")
         if source is None and (demo_model / "tokenizer.json").is_file():
             source = str(demo_model)  # the run's own model: the demo's tiny one (`curate mix --out runs/demo`)
-        if source is None and cfg.llm.serve_tiny_model:
-            # the demo's model, built where the demo builds it (a run that reuses a classifier has not built it)
+        if source is None and (cfg.llm.serve_tiny_model or cfg.llm.model == "tiny-llama"):
+            # the demo's model, built where the demo builds it (a run that reuses a classifier has not built it,
+            # nor one pointed at another server of the tiny model with --llm-url)
             from pipeline.llm.tiny_model import build_tiny_model
 
             source = str(build_tiny_model(demo_model))

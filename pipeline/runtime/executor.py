@@ -106,20 +106,23 @@ class LocalExecutor:
 
 
 # -------------------------------------------------------------------------------------------------- Ray
-# Per worker process: what `setup` built, per stage and config (a task worker runs many shards).
-_WORKERS: dict[str, Any] = {}
+# Per worker process: what `setup` built, per stage class, for one config at a time (a task worker runs many
+# shards; a long-lived worker of a cluster that serves many runs keeps one state per stage, not one per run).
+_WORKERS: dict[str, tuple[str, Any]] = {}
 
 
-def _worker_key(stage: Stage) -> str:
-    return hashlib.sha1(f"{type(stage).__module__}.{type(stage).__name__}\x00"
-                        f"{stage.cfg.model_dump_json()}".encode()).hexdigest()
+def _worker_key(stage: Stage) -> tuple[str, str]:
+    return (f"{type(stage).__module__}.{type(stage).__name__}",
+            hashlib.sha1(stage.cfg.model_dump_json().encode()).hexdigest())
 
 
 def _task_shard(stage: Stage, shard: Shard) -> dict[str, Any]:
-    key = _worker_key(stage)
-    if key not in _WORKERS:
-        _WORKERS[key] = stage.setup()
-    return execute_shard(stage, _WORKERS[key], shard)
+    kind, config = _worker_key(stage)
+    held = _WORKERS.get(kind)
+    if held is None or held[0] != config:
+        _WORKERS.pop(kind, None)  # the previous run's state goes before the new one is built
+        _WORKERS[kind] = (config, stage.setup())
+    return execute_shard(stage, _WORKERS[kind][1], shard)
 
 
 class _ActorWorker:
