@@ -115,9 +115,11 @@ def _final_state(out: Path) -> dict:
     threshold = json.loads(layout.stage_marker("classify").read_text())["threshold"]
     assert len(docs) == len(set(docs)) and len(corpus) == len(set(corpus)), "duplicate doc_ids"
     assert sorted(corpus) == sorted(r["doc_id"] for r in scores if r["quality_prob"] >= threshold)
-    assert sorted(r["doc_id"] for r in scores) == sorted(unique)
+    safe = read_dataset(layout.dataset("safe"), schemas.SAFE, columns=["doc_id"]).column("doc_id").to_pylist()
+    assert sorted(r["doc_id"] for r in scores) == sorted(safe) and set(safe) <= set(unique)  # classify reads safe/
     assert build_report(layout)["conserved"]
-    return {"docs": len(docs), "unique": len(unique), "scored": len(scores), "kept_any": len(corpus) > 0}
+    return {"docs": len(docs), "unique": len(unique), "safe": len(safe), "scored": len(scores),
+            "kept_any": len(corpus) > 0}
 
 
 def test_job_runs_pipeline_then_survives_a_kill_and_resubmit(ray_head, vllm_server, tmp_path):
