@@ -321,21 +321,11 @@ def extract_settings(cfg: RunConfig) -> dict[str, Any]:
 
 def blocklist_fingerprint(paths: list[str]) -> dict[str, str]:
     """sha256 of each blocklist (a folder: of its files, by relative name), by path."""
-    import hashlib
     from pathlib import Path
 
-    from pipeline.io import file_digest
+    from pipeline.io import tree_digest
 
-    out = {}
-    for entry in paths:
-        path = Path(entry)
-        digest = hashlib.sha256()
-        for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
-            if file.exists():
-                digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-                file_digest(file, digest)
-        out[entry] = digest.hexdigest()[:16]
-    return out
+    return {entry: tree_digest(entry)[:16] for entry in paths if Path(entry).exists()}
 
 
 def load_blocklist(cfg: RunConfig) -> Any:

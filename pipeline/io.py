@@ -405,6 +405,25 @@ def file_digest(path: str | Path, digest: Any = None) -> Any:
     return digest
 
 
+def named_files_digest(files: list[tuple[str, Path]]) -> str:
+    """sha256 of one file's bytes (name ""), or of several files: each name, NUL, its bytes, in the given order."""
+    digest = hashlib.sha256()
+    for name, file in files:
+        if name:
+            digest.update(name.encode() + b"\x00")
+        file_digest(file, digest)
+    return digest.hexdigest()
+
+
+def tree_digest(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's files (sorted, by relative name): what a list or an eval set given as a
+    path holds, for fingerprints and cards."""
+    path = Path(path)
+    if not path.is_dir():
+        return named_files_digest([("", path)])
+    return named_files_digest([(str(f.relative_to(path)), f) for f in sorted(path.rglob("*")) if f.is_file()])
+
+
 class ShardedParquetWriter:
     """Rows in, `part-00000.parquet`, `part-00001.parquet`, ... out: explicit schema, zstd, a new file once
     the current one reaches `rows_per_file` rows (exact) or `bytes_per_file` bytes on disk (checked after each

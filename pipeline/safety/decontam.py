@@ -52,6 +52,7 @@ import numpy as np
 import regex
 import xxhash
 
+from pipeline.io import named_files_digest
 from pipeline.safety import SafetyInputError
 
 __all__ = ["EvalIndex", "Hit", "SafetyInputError", "normalized_words"]
@@ -169,16 +170,6 @@ def _pieces(value: Any) -> list[str]:
     return [str(value)]
 
 
-def _digest(files: list[tuple[str, Path]]) -> str:
-    """sha256 of one file's bytes (name ""), or of a folder's files: each relative name, NUL, its bytes."""
-    digest = hashlib.sha256()
-    for name, file in files:
-        if name:
-            digest.update(name.encode() + b"\x00")
-        with open(file, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_datasets_folder(path: Path) -> bool:
@@ -199,7 +190,7 @@ class _EvalSet:
                                        "Parquet files, or a folder written by Dataset.save_to_disk")
             self.format = "datasets"
             files = sorted(p for p in self.path.rglob("*") if p.is_file())
-            self.sha256 = _digest([(str(p.relative_to(self.path)), p) for p in files])
+            self.sha256 = named_files_digest([(str(p.relative_to(self.path)), p) for p in files])
         else:
             with open(self.path, "rb") as fh:
                 head = fh.read(4096)
@@ -210,7 +201,7 @@ class _EvalSet:
             else:
                 raise SafetyInputError(f"eval set {entry}: neither JSONL (one JSON object a line), Parquet nor a "
                                        "`datasets` folder")
-            self.sha256 = _digest([("", self.path)])
+            self.sha256 = named_files_digest([("", self.path)])
         self.fields: list[str] = []
 
     @staticmethod

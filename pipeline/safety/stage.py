@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schemas
 from pipeline.config import RunConfig
-from pipeline.io import RunLayout, file_digest, parquet_files
+from pipeline.io import RunLayout, parquet_files, tree_digest
 from pipeline.runtime import DOCUMENTS, Input, Output, Shard, ShardResult, Stage
 
 STAGE = "safety"
@@ -52,10 +52,7 @@ def eval_set_fingerprint(cfg: RunConfig) -> str | None:
         path = Path(entry)
         if not path.exists():
             raise SafetyInputError(f"decontam.eval_sets: {path} does not exist")
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-            file_digest(file, digest)
+        digest.update(f"{path.name}\x00{tree_digest(path)}".encode())
     return digest.hexdigest()[:16]
 
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from pipeline.io import named_files_digest
 from pipeline.safety import SafetyInputError
 
 __all__ = ["BannedWords", "SafetyInputError", "UrlBlocklist", "UrlMatch", "normalize_url", "split_url"]
@@ -330,16 +331,6 @@ def _parse_line(line: str, default_kind: str, domains: list[str], urls: list[str
     return 0 if found else 1
 
 
-def _digest(files: list[tuple[str, Path]]) -> str:
-    """sha256 of one file's bytes (name ""), or of a folder's files: each relative name, NUL, its bytes."""
-    digest = hashlib.sha256()
-    for name, file in files:
-        if name:
-            digest.update(name.encode() + b"\x00")
-        with open(file, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _ut1_files(folder: Path) -> dict[str, dict[str, Path]]:
@@ -397,7 +388,7 @@ class UrlBlocklist:
                 self._add(domains, urls, entry, None)
                 self._described.append({"path": entry, "format": "list", "entries": len(domains) + len(urls),
                                         "domains": len(domains), "urls": len(urls), "skipped_lines": skipped,
-                                        "sha256": _digest([("", path)])})
+                                        "sha256": named_files_digest([("", path)])})
         return self
 
     def _load_folder(self, entry: str, path: Path) -> None:
@@ -425,7 +416,7 @@ class UrlBlocklist:
         self._described.append({"path": entry, "format": "ut1", "entries": total,
                                 "domains": sum(c["domains"] for c in counts.values()),
                                 "urls": sum(c["urls"] for c in counts.values()), "skipped_lines": skipped,
-                                "categories": counts, "sha256": _digest(files)})
+                                "categories": counts, "sha256": named_files_digest(files)})
 
     def _source(self, path: str, category: str | None, kind: str) -> int:
         key = (path, category, kind)
