@@ -22,7 +22,6 @@ import argparse
 import gc
 import random
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,6 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 WARCS = ROOT / "data" / "sample" / "warc"
 
 SYLLABLES = ("ka", "lo", "mi", "na", "ro", "te", "vi", "xo", "sa", "pu", "ri", "de", "zo", "ba", "fe", "go", "hu",

@@ -31,7 +31,6 @@ import gc
 import json
 import random
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -41,7 +40,6 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 WARCS = ROOT / "data" / "sample" / "warc"
 
 

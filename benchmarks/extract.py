@@ -41,7 +41,6 @@ import itertools
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -50,10 +49,6 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-# `python benchmarks/extract.py` puts benchmarks/ first on sys.path, where a script named like a standard module
-# would shadow it in the bare-loop processes, which start with this sys.path
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 SHARED_WARCS = ROOT.parent / "shared" / "data" / "warc"
 BUNDLED_WARCS = ROOT / "data" / "sample" / "warc"
 SETTINGS = ("trafilatura", "trafilatura-fast", "trafilatura-fast/favor_precision=false", "resiliparse")

@@ -36,16 +36,11 @@ import hashlib
 import json
 import random
 import statistics
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT))
-
-from pipeline.safety.pii import (  # noqa: E402 - after the sys.path line, to run from a checkout
+from pipeline.safety.pii import (
     EMAIL_ADDRESS,
     IP_ADDRESS,
     NATIONAL_REGIONS,
@@ -54,6 +49,10 @@ from pipeline.safety.pii import (  # noqa: E402 - after the sys.path line, to ru
     _match_window,
     find_pii,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
 
 MIN_CHARS = 200
 

@@ -22,20 +22,13 @@ does not depend on how many cores the machine lends; wall-clock rates are printe
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder is sys.path[0], where its name shadows the standard library's `tokenize`
-# (which inspect and linecache import): take the folder off the path before anything imports it.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import json
 import resource
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TEXTS = ROOT.parent / "shared" / "data" / "extraction-benchmark" / "ground-truth.json"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import difflib
 import html
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -36,7 +35,7 @@ import pyarrow.parquet as pq
 from pipeline import schemas
 from pipeline.config import RulesConfig
 from pipeline.errors import CurateError
-from pipeline.io import RunLayout, parquet_files
+from pipeline.io import RunLayout, parquet_files, read_json_or_empty
 from pipeline.rules import CHECKS, METRICS, failures
 
 DOC_ID = re.compile(r"^[0-9a-f]{20}$")
@@ -125,11 +124,6 @@ class RowFinder:
                 yield pq.read_table(path, columns=[column]).column(0)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _preview(text: str | None) -> str | None:
@@ -299,7 +293,7 @@ class RunReader:
     def rules_config(self):
         from pipeline.config import RulesConfig
 
-        plan = _read_json(self.layout.settings_path("rules").with_suffix(".plan.json"))
+        plan = read_json_or_empty(self.layout.settings_path("rules").with_suffix(".plan.json"))
         decision = plan.get("extract.rules") or {}
         try:
             return RulesConfig(**decision)
@@ -377,7 +371,7 @@ class RunReader:
         """The classifier's scores, threshold and decision, and the corpus file a kept page is in."""
         rows = self.dataset("scores").find("doc_id", [doc_id], ["doc_id", "quality_prob", "topics", "topic_probs",
                                                                 "format", "format_probs"])
-        marker = _read_json(self.layout.stage_marker("classify"))
+        marker = read_json_or_empty(self.layout.stage_marker("classify"))
         facts: dict[str, Any] = {"threshold": _rounded(marker.get("threshold")),
                                  "threshold_reason": marker.get("threshold_reason")}
         if rows:

@@ -55,6 +55,15 @@ def read_json(path: str | Path) -> Any:
                           "to redo what it records") from None
 
 
+def read_json_or_empty(path: str | Path) -> dict[str, Any]:
+    """A JSON file's content for a reader that can do without it (cards, explain): {} when it is missing or
+    damaged (`curate report` is what names damage)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def file_record(path: str | Path) -> dict[str, Any]:
     """Size and sha256 of a file, as shard markers record them (read back from the page cache just after the
     write: cheap next to compressing it)."""
@@ -215,20 +224,24 @@ class RunLayout:
         return folder.is_dir() and any(not p.name.startswith((".", "_")) for p in folder.glob("*.json"))
 
     def check_settings(self, stage: str, settings: dict[str, Any],
-                       defaults: dict[str, Any] | None = None) -> None:
+                       defaults: Callable[[], dict[str, Any] | None] | None = None) -> None:
         """Refuse to add to (or skip over) outputs of `stage` that were made with other settings, naming what
         changed. Settings bind only once the stage has outputs: a run that never got that far locks nothing.
         A setting the folder's record does not have (added to the project after the folder was made) is not
-        a change when it holds its default (`defaults`): the old outputs were made with that behaviour."""
+        a change when it holds its default (`defaults()`, computed only then): the old outputs were made with
+        that behaviour."""
         path = self.settings_path(stage)
         if not path.exists() or not self.has_outputs(stage):
             return
         settings = canonical(settings)
         before = read_json(path)
-        defaults = canonical(defaults or {})
-        changed = [f"{key}: {before.get(key)!r} -> {settings.get(key)!r}"
-                   for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)
-                   and not (key not in before and key in defaults and settings.get(key) == defaults[key])]
+        changed = [key for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)]
+        unrecorded = [key for key in changed if key not in before]
+        if unrecorded and defaults is not None:
+            default = canonical(defaults() or {})
+            changed = [key for key in changed
+                       if not (key in unrecorded and key in default and settings.get(key) == default[key])]
+        changed = [f"{key}: {before.get(key)!r} -> {settings.get(key)!r}" for key in changed]
         if changed:
             raise SettingsChanged(
                 f"{stage}: {self.root} holds {stage} outputs made with other settings ({'; '.join(changed)}). "

@@ -245,11 +245,12 @@ def test_a_setting_added_since_the_folder_was_made_binds_only_away_from_its_defa
     (tmp_path / "_state" / "dedup").mkdir(parents=True)
     (tmp_path / "_state" / "dedup" / "part-0.json").write_text("{}")  # the stage has outputs here
     layout.record_settings("dedup", {"dedup.ngram": 5})
-    layout.check_settings("dedup", {"dedup.ngram": 5, "dedup.new_switch": False}, {"dedup.new_switch": False})
+    defaults = lambda: {"dedup.ngram": 7, "dedup.new_switch": False}  # noqa: E731 - what a default config gives
+    layout.check_settings("dedup", {"dedup.ngram": 5, "dedup.new_switch": False}, defaults)
     with pytest.raises(SettingsChanged, match="dedup.new_switch: None -> True"):
-        layout.check_settings("dedup", {"dedup.ngram": 5, "dedup.new_switch": True}, {"dedup.new_switch": False})
+        layout.check_settings("dedup", {"dedup.ngram": 5, "dedup.new_switch": True}, defaults)
     with pytest.raises(SettingsChanged, match="dedup.ngram: 5 -> 7"):
-        layout.check_settings("dedup", {"dedup.ngram": 7}, {"dedup.ngram": 7})  # recorded: binding as always
+        layout.check_settings("dedup", {"dedup.ngram": 7}, defaults)  # recorded: binding as always
 
 
 def test_a_full_disk_during_distil_is_one_message_naming_the_model_file(small_disk, tmp_path):

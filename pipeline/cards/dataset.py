@@ -12,7 +12,7 @@ import yaml
 
 from pipeline import schemas
 from pipeline.config import RunConfig
-from pipeline.io import RunLayout
+from pipeline.io import RunLayout, read_json_or_empty
 
 
 def dataset_card(cfg: RunConfig, layout: RunLayout, plan: dict[str, Any], threshold: float, totals: dict[str, int],
@@ -106,11 +106,11 @@ def _safety(layout: RunLayout) -> dict[str, Any]:
     """What was removed before training could see it, from the extract and safety stages' markers: every
     blocklist and eval set used (path, entries or items, sha256) and the counts removed."""
     out: dict[str, Any] = {}
-    extract = _read(layout.stage_marker("extract"))
+    extract = read_json_or_empty(layout.stage_marker("extract"))
     if extract.get("blocklists"):
         out["blocklists"] = extract["blocklists"]
         out["blocked_url"] = (extract.get("dropped") or {}).get("blocked_url", 0)
-    safety = _read(layout.stage_marker("safety"))
+    safety = read_json_or_empty(layout.stage_marker("safety"))
     if safety:
         dropped = safety.get("dropped") or {}
         out["pii"] = {"mode": safety.get("pii_mode"), "redacted": safety.get("pii_redacted", {}),
@@ -148,12 +148,3 @@ def _safety_section(safety: dict[str, Any]) -> list[str]:
                          f"{found['documents']} document(s)")
         lines.append(f"- {decontam['contaminated']} document(s) dropped as `contaminated` ({decontam['mode']})")
     return [*lines, ""]
-
-
-def _read(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

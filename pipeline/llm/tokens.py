@@ -22,6 +22,13 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8")) / 3)
 
 
+def token_ids(tokenizer, texts: list[str | None]) -> list[list[int]]:
+    """Token ids of each text with a `tokenizers.Tokenizer`, no special token added (the fast path without
+    offsets when the library has one): the one encoding the run summary, the mix and tokenize use."""
+    fast = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
+    return [encoding.ids for encoding in fast([text or "" for text in texts], add_special_tokens=False)]
+
+
 class TokenCounter:
     """`count(text)` and `count_many(texts)` with a local tokenizer, or the estimate.
 
@@ -48,7 +55,7 @@ class TokenCounter:
     def count_many(self, texts: list[str]) -> list[int]:
         if self._tokenizer is None:
             return [estimate_tokens(t) for t in texts]
-        return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return [len(ids) for ids in token_ids(self._tokenizer, texts)]
 
 
 def resolve_tokenizer(cfg: RunConfig) -> str | None:

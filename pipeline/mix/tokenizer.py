@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.config import RunConfig
 from pipeline.io import file_digest
+from pipeline.llm.tokens import token_ids
 from pipeline.mix.allocate import MixError
 
 # end-of-document tokens looked for, after <|end_of_text|> (Llama 3's) and the tokenizer's own eos_token
@@ -85,21 +86,15 @@ def resolve(cfg: RunConfig) -> TargetTokenizer:
     return target
 
 
-def encode(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, no special token added (the fast path without offsets when there is one)."""
-    texts = [text or "" for text in texts]
-    fast = getattr(tokenizer, "encode_batch_fast", None)
-    encodings = (fast or tokenizer.encode_batch)(texts, add_special_tokens=False)
-    return [encoding.ids for encoding in encodings]
+encode = token_ids  # the project's one encoding (pipeline.llm.tokens)
 
 
 def count(tokenizer, texts: list[str], batch_size: int = 1000) -> np.ndarray:
-    """Tokens of each text (no special token), as int32."""
+    """Tokens of each text (no special token), as int32, a batch at a time."""
     out = np.zeros(len(texts), dtype=np.int32)
-    fast = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
     for start in range(0, len(texts), batch_size):
-        batch = [text or "" for text in texts[start:start + batch_size]]
-        out[start:start + len(batch)] = [len(e.ids) for e in fast(batch, add_special_tokens=False)]
+        batch = texts[start:start + batch_size]
+        out[start:start + len(batch)] = [len(ids) for ids in token_ids(tokenizer, batch)]
     return out
 
 

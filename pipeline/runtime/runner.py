@@ -175,7 +175,7 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
     stage.check()
     check_output_root(layout)
     settings = stage.settings()
-    layout.check_settings(stage.name, settings, default_settings(stage))
+    layout.check_settings(stage.name, settings, lambda: default_settings(stage))
     if stage.plan_follows_settings and layout.is_stage_done(stage.name) and layout.is_stage_intact(stage.name):
         if not quiet:
             print(f"[{stage.name}] complete in {layout.root}, skipped")

@@ -93,14 +93,18 @@ class SafetyStage(Stage):
 
     def plan_identity(self) -> dict[str, Any]:
         # another eval set, n, cut/drop or PII setting re-decides every shard from the documents
-        return {"pii": self.cfg.pii.model_dump(mode="json"), "decontam": eval_set_fingerprint(self.cfg),
+        if not hasattr(self, "_eval_fingerprint"):  # the eval files are hashed once per stage, not per call
+            self._eval_fingerprint = eval_set_fingerprint(self.cfg)
+        return {"pii": self.cfg.pii.model_dump(mode="json"), "decontam": self._eval_fingerprint,
                 "decontam.mode": self.cfg.decontam.mode,
                 "min_doc_words": self.cfg.extract.rules.min_doc_words if self.cfg.decontam.mode == "cut" else None}
 
     def check(self) -> None:
         folder = self.input_folder()
         if not parquet_files(folder):
-            raise schemas_error(f"safety: no documents in {folder} (run extract and dedup first)")
+            from pipeline.safety import SafetyInputError
+
+            raise SafetyInputError(f"safety: no documents in {folder} (run extract and dedup first)")
         self.index_stats = None
         if self.cfg.decontam.eval_sets:
             started = time.perf_counter()
@@ -211,9 +215,3 @@ def contamination_detail(hits: list[Any]) -> str:
     first = hits[0]
     more = f" (+{len(hits) - 1} more span(s))" if len(hits) > 1 else ""
     return f"{first.eval_set} item {first.item}: \"{first.words}\"{more}"
-
-
-def schemas_error(message: str):
-    from pipeline.safety import SafetyInputError
-
-    return SafetyInputError(message)
