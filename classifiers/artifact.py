@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from classifiers.normalize import normalize_many
+from pipeline import store
 from pipeline.errors import CurateError
 from pipeline.io import file_digest
 
@@ -144,7 +145,7 @@ class ClassifierArtifact:
     def read(cls, directory: str | Path) -> ClassifierArtifact:
         """config.yaml of `directory` as typed fields; ArtifactError when it is missing or not a classifier
         config (the model files are not looked at)."""
-        folder = Path(directory)
+        folder = store.local_folder(directory)  # a classifier on object storage: its local copy
         config_path = folder / CONFIG
         if not config_path.is_file():
             raise ArtifactError(f"{folder}: not a classifier folder, {CONFIG} is missing (run `curate distil` "

@@ -456,6 +456,9 @@ class AnnotateStage(LLMStage):
                 "llm.model": tasks.model, "sampling_params": {t: tasks.task_params(t) for t in tasks.prompts},
                 "annotate.max_tokens": tasks.max_tokens, "annotate.max_doc_chars": tasks.max_doc_chars}
 
+    def shard_files(self, shard: Shard) -> list[str]:
+        return []  # a shard carries its documents' text
+
     def plan(self) -> list[Shard]:
         annotate = self.cfg.annotate
         self.docs_dir = check_docs_dir(self.input_folder())

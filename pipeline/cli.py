@@ -162,14 +162,24 @@ def config_from_args(args: argparse.Namespace, flags: tuple[Flag, ...] = ()) -> 
         value = getattr(args, _dest(flag), None)
         if value is not None and flag.config is not None:
             overrides.append(f"{flag.config}={json.dumps(value) if isinstance(value, list) else value}")
-    return load_config(args.config or getattr(args, "config_path", None), overrides)
+    cfg = load_config(args.config or getattr(args, "config_path", None), overrides)
+    use_storage(cfg)
+    return cfg
+
+
+def use_storage(cfg: RunConfig) -> None:
+    from pipeline import store
+
+    store.configure(cfg.storage.cache_dir, cfg.storage.options, cfg.storage.retries)
 
 
 def print_report(cfg: RunConfig, *, verify: bool = False) -> None:
     from pipeline.io import RunLayout
     from pipeline.report import build_report, format_report
 
-    print(format_report(build_report(RunLayout(cfg.out), verify=verify)))
+    layout = RunLayout(cfg.out)
+    layout.pull()  # a run folder on object storage: its local copy, up to date
+    print(format_report(build_report(layout, verify=verify)))
     print(f"outputs: {cfg.out}")
 
 
@@ -204,7 +214,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """What happened to each named page; exit 2 when a query matched no page (after the ones that did)."""
     from pipeline.explain import ExplainError, explain_many, format_text
 
-    out = args.out or config_from_args(args).out
+    out = config_from_args(args).out  # (also sets up the storage of a run folder on object storage)
     results = explain_many(out, args.queries)
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2, ensure_ascii=False, default=str))

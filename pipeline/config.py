@@ -608,6 +608,19 @@ class TokenizeConfig(Section):
     batch_size: int = Field(default=1000, ge=1)  # documents per tokenizer call
 
 
+class StorageConfig(Section):
+    """Where a run folder on object storage (`out: s3://bucket/prefix`) is copied locally, and how it is reached."""
+
+    # The local copies of run folders on object storage: the same path on every node, on a local disk with room
+    # for what a node reads and writes (None: /tmp/curate-runs, or CURATE_RUN_CACHE when set).
+    cache_dir: str | None = None
+    # fsspec options per protocol, e.g. {"s3": {"endpoint_url": "http://127.0.0.1:9000"}}; credentials come
+    # from the usual environment (AWS_ACCESS_KEY_ID, ...) unless given here.
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # attempts after a transient error (SlowDown, 503, a timeout) of one put, get, list or delete
+    retries: int = Field(default=5, ge=0, le=20)
+
+
 class RunConfig(Section):
     name: str = "run"
     out: str = "runs/demo"
@@ -625,6 +638,7 @@ class RunConfig(Section):
     decontam: DecontamConfig = Field(default_factory=DecontamConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     def get(self, key: str) -> Any:
         """The value at a dotted key (`classify.docs`)."""

@@ -173,6 +173,7 @@ class RunReader:
 
     def __init__(self, run_dir: str | Path):
         self.layout = RunLayout(run_dir)
+        self.layout.pull()  # a run folder on object storage: its local copy, up to date
         root = self.layout.root
         if not root.is_dir() or not (root / "_state").is_dir():
             raise ExplainError(f"--out {root}: not a run folder (no _state/ in it; give the --out of a `curate` run)")

@@ -100,6 +100,7 @@ class RunView:
 
 def load_run(run_dir: str | Path, max_rows: int = 200_000, seed: int = 0) -> RunView:
     layout = RunLayout(run_dir)
+    layout.pull()  # a run folder on object storage: its local copy, up to date
     root = layout.root
     if not root.exists():
         raise FileNotFoundError(f"run folder not found: {root}")

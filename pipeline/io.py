@@ -11,10 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-import re
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +21,16 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import store
 from pipeline.config import ConfigError
+from pipeline.transient import (  # noqa: F401 - re-exported: callers import them from here
+    TransientError,
+    describe_error,
+    http_status,
+    is_transient,
+    retry,
+    unreadable_is_transient,
+)
 
 T = TypeVar("T")
 
@@ -92,6 +98,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp, path)
+        store.written(path)  # on object storage: put as one object (whole or not at all)
     except OSError as exc:
         if exc.filename in (None, str(tmp)):  # a writer library names no file, or the temp one: name the real one
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
@@ -130,6 +137,9 @@ def replace_dir(new: Path, target: Path) -> None:
         target.rename(old)
     new.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+    remote = store.folder_of(target)
+    if remote is not None:
+        remote.replace_tree(target)
 
 
 def read_dataset(folder: str | Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
@@ -147,10 +157,28 @@ def parquet_files(folder: str | Path) -> list[Path]:
 
 
 class RunLayout:
-    """Paths of one run's output root."""
+    """Paths of one run's output root. A run folder on object storage (`s3://...`) has a local copy under the
+    run cache (`pipeline.store`): `root` is that copy, `location` what the user gave."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.location = str(root)
+        self.remote = store.folder(str(root)) if store.is_remote(root) else None
+        self.root = self.remote.root if self.remote else Path(root)
+
+    def pull(self) -> int:
+        """Bring the local copy of a run folder on object storage up to date (a local folder: nothing to do).
+        The driver does this before each stage and each read-only command."""
+        if self.remote is None:
+            return 0
+        return self.remote.pull([""], exact=True)
+
+    def remove(self, path: str | Path) -> None:
+        """Remove a file of the run folder (its object too, on object storage)."""
+        store.removed(path)
+
+    def show(self, path: str | Path) -> str:
+        """How to name a path of the run folder in a message: its URL on object storage."""
+        return self.remote.url_of(path) if self.remote and store.inside(Path(path), self.root) else str(path)
 
     def dataset(self, name: str) -> Path:
         return self.root / name
@@ -265,110 +293,6 @@ class RunLayout:
 
 class SettingsChanged(ConfigError):
     """A run folder's stage outputs were made with other settings than the ones given now."""
-
-
-class TransientError(Exception):
-    """An error worth retrying (HTTP 429/5xx, S3 SlowDown, a dropped connection)."""
-
-
-# HTTP answers worth retrying, and the S3 error codes that mean the same
-TRANSIENT_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-TRANSIENT_S3_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
-                                "ServiceUnavailable", "InternalError", "RequestLimitExceeded"})
-_TRANSIENT_MARKERS = ("SlowDown", "Service Unavailable", "Too Many Requests", "Connection reset",
-                      "ServerDisconnected", "ClientConnectorError", "ClientOSError", "ClientPayloadError",
-                      "Timeout", "timed out", "RemoteProtocolError", "ConnectError")
-_URL = re.compile(r"\S+://\S+")
-
-
-def _causes(exc: BaseException):
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether an error is worth retrying: HTTP 408/429/5xx, S3 SlowDown and friends, a dropped or
-    refused connection, a timeout. The chain of causes is searched because fsspec's HTTP filesystem
-    reports any failed status, 503 included, as FileNotFoundError(url) raised from the HTTP error.
-    An HTTP status found in the chain decides; message text is only a fallback, with URLs removed
-    (a port or path may hold "503")."""
-    for error in _causes(exc):
-        if isinstance(error, TransientError | ConnectionError | TimeoutError):
-            return True
-        status = getattr(error, "status", None)
-        if isinstance(status, int) and 100 <= status < 600:
-            return status in TRANSIENT_HTTP_STATUS
-        response = getattr(error, "response", None)
-        if isinstance(response, dict):  # botocore ClientError
-            code = str(response.get("Error", {}).get("Code", ""))
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code or status:
-                return code in TRANSIENT_S3_CODES or status in TRANSIENT_HTTP_STATUS
-        text = _URL.sub("", f"{type(error).__name__}: {error}")
-        if any(marker in text for marker in _TRANSIENT_MARKERS):
-            return True
-    return False
-
-
-def http_status(exc: BaseException) -> int | None:
-    """The HTTP status somewhere in an error's chain of causes (aiohttp, botocore), if any."""
-    for error in _causes(exc):
-        status = getattr(error, "status", None)
-        if isinstance(status, int) and 100 <= status < 600:
-            return status
-        response = getattr(error, "response", None)
-        if isinstance(response, dict):
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if isinstance(status, int):
-                return status
-    return None
-
-
-def describe_error(exc: BaseException) -> str:
-    """What went wrong, for a decision's detail: the HTTP status when there was one (fsspec reports a 503 as
-    FileNotFoundError(url)), else the error's type and message."""
-    status = http_status(exc)
-    if status is not None:
-        from http import HTTPStatus
-
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = ""
-        return f"HTTP {status} {phrase.lower()}".rstrip() + f" ({type(exc).__name__})"
-    if isinstance(exc, FileNotFoundError):
-        return f"file not found ({exc})"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def unreadable_is_transient(exc: BaseException) -> bool:
-    """Whether a source that could not be read at all is worth another try on the next run: an HTTP status
-    decides when there is one (429/5xx yes, 404/403 no); else a timeout, a reset connection, a local file not
-    there (yet) or not readable, a full disk while downloading."""
-    import errno
-
-    status = http_status(exc)
-    if status is not None:
-        return status in TRANSIENT_HTTP_STATUS
-    if is_transient(exc) or isinstance(exc, FileNotFoundError | PermissionError):
-        return True
-    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-
-
-def retry(call: Callable[[], T], *, attempts: int, backoff_s: float, what: str,
-          sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call `call`, retrying transient errors with exponential back-off and jitter."""
-    for attempt in range(attempts + 1):
-        try:
-            return call()
-        except Exception as exc:
-            if attempt >= attempts or not is_transient(exc):
-                raise
-            sleep(backoff_s * (2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
 
 
 def open_remote(url: str, storage_options: dict[str, dict[str, Any]] | None = None):
@@ -513,6 +437,7 @@ class ShardedParquetWriter:
         name = self._tmp.name.removeprefix(".").removesuffix(".tmp")
         final = self.folder / name
         os.replace(self._tmp, final)
+        store.written(final)
         self.files.append({"file": name, "rows": self._rows_in_file, "bytes": final.stat().st_size,
                            "sha256": file_digest(final).hexdigest()})
         self._writer = self._sink = self._tmp = None

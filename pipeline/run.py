@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from pipeline import store
 from pipeline.config import RunConfig
 from pipeline.io import RunLayout, parquet_files
 
@@ -60,6 +61,8 @@ def run_stages(cfg: RunConfig, *names: str, executor: Any = None, quiet: bool = 
     from pipeline.runtime.runner import check_inputs_not_outputs, run_stage
     from pipeline.stages import make_stage
 
+    store.configure(cfg.storage.cache_dir, cfg.storage.options, cfg.storage.retries)
+    RunLayout(cfg.out).pull()  # a run folder on object storage: what the stages before these wrote, on any node
     check_inputs_not_outputs([make_stage(name, cfg) for name in names])
     summaries: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -80,6 +83,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     from pipeline.runtime.runner import StageIncomplete, check_inputs_not_outputs
     from pipeline.stages import make_stage, stage_class, wanted
 
+    store.configure(cfg.storage.cache_dir, cfg.storage.options, cfg.storage.retries)
     layout = RunLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -7,6 +7,10 @@ every `RENEW_S` seconds. Another command that finds it:
 - takes it over, saying whose it was, when the holder is gone: a dead process on this host, or a holder on
   any host that stopped renewing for `LEASE_S` seconds (a killed node, a lost job).
 Read-only commands (`report`, `explain`, the notebook) take no lock.
+
+A run folder on object storage keeps the lock as an object of its own, `<url>/_state/_lock.json`, created with
+a conditional put (If-None-Match: only when no such object exists: S3's exclusive create) and renewed by
+writing it again; its age is the store's own clock (the object's last-modified time) against this host's.
 """
 
 from __future__ import annotations
@@ -39,10 +43,86 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _FileLease:
+    """The lock as a file: O_CREAT|O_EXCL to take it, its mtime as the lease."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> tuple[str, float] | None:
+        """The lock's content and its age in seconds (None: no lock)."""
+        try:
+            return self.path.read_text(), time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        except OSError:
+            try:
+                return "", time.time() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return None
+
+    def create(self, text: str) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+
+    def renew(self) -> None:
+        os.utime(self.path)
+
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class _ObjectLease:
+    """The lock as an object: a conditional put to take it, a plain put to renew it."""
+
+    def __init__(self, fs: Any, key: str):
+        self.fs, self.key = fs, key
+
+    def read(self) -> tuple[str, float] | None:
+        try:
+            self.fs.invalidate_cache(self.key)
+            info = self.fs.info(self.key)
+            text = self.fs.cat_file(self.key).decode("utf-8", "replace")
+        except FileNotFoundError:
+            return None
+        modified = info.get("LastModified")
+        return text, time.time() - modified.timestamp() if hasattr(modified, "timestamp") else 0.0
+
+    def create(self, text: str) -> bool:
+        try:
+            self.fs.pipe_file(self.key, text.encode(), mode="create")
+        except FileExistsError:
+            return False
+        self.text = text
+        return True
+
+    def renew(self) -> None:
+        self.fs.pipe_file(self.key, self.text.encode())
+
+    def delete(self) -> None:
+        try:
+            self.fs.rm_file(self.key)
+        except FileNotFoundError:
+            pass
+
+
 class RunLock:
     def __init__(self, root: str | Path, command: str, *, wait: bool = False, poll_s: float = 2.0):
-        self.root = Path(root)
+        from pipeline.io import RunLayout
+
+        layout = RunLayout(root)
+        self.root = layout.root
+        self.location = layout.location
         self.path = self.root / "_state" / "_lock.json"
+        self.lease = (_ObjectLease(layout.remote.fs, layout.remote.remote(self.path)) if layout.remote
+                      else _FileLease(self.path))
         self.command = command
         self.wait = wait
         self.poll_s = poll_s
@@ -54,17 +134,17 @@ class RunLock:
     # ------------------------------------------------------------------------------------------ the holder
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lock (with `age_s`: seconds since it was last renewed), or None."""
-        try:
-            info = json.loads(self.path.read_text())
-            info["age_s"] = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
+        found = self.lease.read()
+        if found is None:
             return None
-        except (OSError, ValueError):
+        text, age = found
+        try:
+            info = json.loads(text)
+        except ValueError:
+            info = None
+        if not isinstance(info, dict):
             info = {"pid": None, "host": None, "command": "(unreadable lock file)"}
-            try:
-                info["age_s"] = time.time() - self.path.stat().st_mtime
-            except FileNotFoundError:
-                return None
+        info["age_s"] = age
         return info
 
     @staticmethod
@@ -86,15 +166,7 @@ class RunLock:
                 self._created.append(folder)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(info) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        return True
+        return self.lease.create(json.dumps(info) + "\n")
 
     def acquire(self) -> RunLock:
         while not self._try_create():
@@ -103,12 +175,12 @@ class RunLock:
                 continue  # released between our two looks
             if self._stale(info):
                 self.took_over = self.describe(info)
-                print(f"curate: took over the lock of {self.root} from a writer that is gone "
+                print(f"curate: took over the lock of {self.location} from a writer that is gone "
                       f"({self.took_over})", flush=True)
-                self.path.unlink(missing_ok=True)
+                self.lease.delete()
                 continue
             if not self.wait:
-                raise RunLocked(f"{self.root} is being written by another command ({self.describe(info)}); "
+                raise RunLocked(f"{self.location} is being written by another command ({self.describe(info)}); "
                                 "wait for it to finish, or pass --wait-lock to wait, or use another --out")
             time.sleep(self.poll_s)
         self._thread = threading.Thread(target=self._renew, name="curate-run-lock", daemon=True)
@@ -118,8 +190,8 @@ class RunLock:
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
             try:
-                os.utime(self.path)
-            except OSError:
+                self.lease.renew()
+            except Exception:  # noqa: BLE001 - a lease that cannot be renewed lapses; the command goes on
                 return
 
     def release(self) -> None:
@@ -128,7 +200,7 @@ class RunLock:
             self._thread.join(timeout=5)
         info = self.holder()
         if info is not None and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
-            self.path.unlink(missing_ok=True)
+            self.lease.delete()
         for folder in reversed(self._created):  # a command stopped by its checks leaves no folder behind
             try:
                 folder.rmdir()

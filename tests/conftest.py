@@ -114,3 +114,29 @@ def moto_s3(cc_tree):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_runs(moto_s3):
+    """moto's S3 server with the bucket that runs on object storage write into, and a client of it."""
+    from runfolders import BUCKET, s3_client
+
+    client = s3_client(moto_s3)
+    client.create_bucket(Bucket=BUCKET)
+    return moto_s3, client
+
+
+@pytest.fixture(scope="session")
+def local_reference(tmp_path_factory):
+    """`curate run` of the run-folder tests (runfolders.run_config) in a local folder, in this process: what a run
+    on object storage or on two nodes must equal. Returns the run folder and its classifier."""
+    from pipeline.run import run_stages
+    from pipeline.runtime.executor import LocalExecutor
+    from runfolders import STAGES, run_config
+    from stagehelpers import quick_classifier
+
+    root = tmp_path_factory.mktemp("local-reference")
+    classifier = quick_classifier(root)
+    run_stages(run_config(str(root / "run"), classifier, root / "cache"), *STAGES, executor=LocalExecutor(),
+               quiet=True)
+    return root / "run", classifier

@@ -157,7 +157,7 @@ class MotoS3Server:
     def __init__(self):
         from moto.server import ThreadedMotoServer
 
-        self._saved_env = {name: os.environ.get(name) for name in S3_ENV}
+        self._saved_env = {name: os.environ.get(name) for name in [*S3_ENV, "AWS_ENDPOINT_URL"]}
         os.environ.update(S3_ENV)
         import logging
 
@@ -166,6 +166,9 @@ class MotoS3Server:
 
     def start(self) -> MotoS3Server:
         self._server.start()
+        # an S3 client given no endpoint (a command run without the storage options) reaches this server too,
+        # never AWS
+        os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
         return self
 
     @property
@@ -195,3 +198,97 @@ class MotoS3Server:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+class S3FaultProxy:
+    """A loopback HTTP proxy in front of an S3 server that answers `503 SlowDown` to the next N requests it is
+    told to fail, and forwards every other request unchanged (moto has no switch to throttle: this is the one
+    fault here that a real server cannot be made to produce on demand)."""
+
+    def __init__(self, upstream: str):
+        import http.client
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        self.failures_left = 0
+        self.failed: Counter = Counter()  # method -> SlowDown answers given
+        self.requests = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self):
+                body = self._body()
+                with proxy.lock:
+                    proxy.requests += 1
+                    fail = proxy.failures_left > 0
+                    if fail:
+                        proxy.failures_left -= 1
+                        proxy.failed[self.command] += 1
+                if fail:
+                    payload = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
+                               b"<Message>Please reduce your request rate.</Message></Error>")
+                    self.send_response(HTTPStatus.SERVICE_UNAVAILABLE)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    return
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("transfer-encoding", "connection")}
+                headers["Content-Length"] = str(len(body))
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                try:
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    answer = connection.getresponse()
+                    data = answer.read()
+                finally:
+                    connection.close()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(name, value)
+                # a HEAD answer's length is the object's (its body is empty)
+                length = answer.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length or "0")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> S3FaultProxy:
+        self._thread.start()
+        return self
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def fail_next(self, count: int) -> None:
+        with self.lock:
+            self.failures_left = count
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from classifiers.artifact import ArtifactError, ClassifierArtifact
-from pipeline import schemas
+from pipeline import schemas, store
 from pipeline.accounting import peak_rss_mb
 from pipeline.classify.common import SCORE_STAGE, ClassifyError, read_ahead
 from pipeline.io import RunLayout, parquet_files, shard_key
@@ -119,8 +119,8 @@ class ScoreStage(Stage):
 
     @cached_property
     def classifier_dir(self) -> Path:
-        if self.cfg.classify.classifier:
-            return Path(self.cfg.classify.classifier)
+        if self.cfg.classify.classifier:  # a path, or a URL (its local copy: the same path on every node)
+            return store.local_folder(self.cfg.classify.classifier)
         own = self.layout.dataset("classifier")
         if not (own / "config.yaml").is_file() and self.stored and self.stored.get("classifier"):
             return Path(self.stored["classifier"])  # the classifier of the scores this run holds
@@ -163,7 +163,7 @@ class ScoreStage(Stage):
     def docs_identity(self) -> str:
         """The input folder as the plan identity holds it: relative to the run folder when inside it (a copied run
         folder keeps its scores), else absolute."""
-        docs, root = self.docs_dir.resolve(), Path(self.cfg.out).resolve()
+        docs, root = self.docs_dir.resolve(), self.layout.root.resolve()
         return str(docs.relative_to(root)) if docs.is_relative_to(root) else str(docs)
 
     def plan_identity(self) -> dict[str, Any]:
@@ -182,6 +182,9 @@ class ScoreStage(Stage):
     def resources(self) -> Resources:
         # the executor caps the pool by the CPUs of the machine or cluster it runs on
         return Resources(kind="actor", num_cpus=1, num_actors=self.cfg.classify.num_actors)
+
+    def worker_reads(self) -> list[Path | str]:
+        return [self.cfg.classify.classifier or self.classifier_dir]
 
     def setup(self):
         from classifiers.artifact import QualityClassifier

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from pipeline import store
 from pipeline.accounting import peak_rss_mb
 from pipeline.io import write_json, write_parquet
 
@@ -85,7 +86,11 @@ class WorkArea:
         return len(starts)
 
     def partition_files(self, step: str, partition: int) -> list[Path]:
-        return sorted((self.root / step).glob(f"*/to-{partition:05d}.parquet"))
+        remote = store.folder_of(self.root)
+        name = f"to-{partition:05d}.parquet"
+        if remote is not None:  # a run folder on object storage: the writers of this step ran on any node
+            remote.pull([remote.relative(self.root / step)], only=lambda rel: rel.endswith("/" + name))
+        return sorted((self.root / step).glob(f"*/{name}"))
 
     def read_partition(self, step: str, partition: int, schema: pa.Schema,
                        columns: list[str] | None = None) -> pa.Table:
@@ -96,4 +101,4 @@ class WorkArea:
         return pa.concat_tables([pq.read_table(f, schema=schema, columns=columns) for f in files])
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        store.removed_tree(self.root)

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import schemas
+from pipeline import schemas, store
 from pipeline.accounting import peak_rss_mb
 from pipeline.config import DedupConfig, RunConfig
 from pipeline.dedup.components import EDGES, LABELS, connected_components, star_labels, write_undirected
@@ -176,6 +176,9 @@ def link_band_group(nodes: list[str], signatures: list[bytes | None],
 
 
 def _read_docs(path: str, columns: list[str] | None = None) -> pa.Table:
+    remote = store.folder_of(path)
+    if remote is not None:  # a run folder on object storage: this task may run on any node
+        remote.pull_files([path])
     try:
         present = set(pq.read_schema(path).names)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported by name
@@ -468,6 +471,9 @@ class DedupStage(Stage):
             "candidates_rejected": sum(i.get("rejected", 0) for i in edge_infos),
             "peak_rss_mb_by_step": peaks, "num_partitions": cfg.num_partitions, "sign_tasks": len(groups),
         }
+
+    def shard_files(self, shard: Shard) -> list[str]:
+        return [shard.payload[1]]  # its docs file
 
     def process(self, worker: Any, shard: Shard) -> ShardResult:
         index, path = shard.payload

@@ -21,10 +21,10 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline.config import ConfigError, RunConfig
+from pipeline.io import RunLayout
 from pipeline.llm.client import RETRYABLE_STATUS, ClientStats, Completion, LLMClient, LLMError, check_server
 from pipeline.runtime.stage import Resources, Shard, ShardResult, Stage
 
@@ -57,7 +57,7 @@ def sampling_params(llm_cfg) -> dict[str, Any]:
 
 def cache_dir(cfg: RunConfig) -> str:
     """The response cache: llm.cache_dir, else <out>/.llm_cache."""
-    return cfg.llm.cache_dir or str(Path(cfg.out) / ".llm_cache")
+    return cfg.llm.cache_dir or str(RunLayout(cfg.out).root / ".llm_cache")
 
 
 async def ask_client(client: LLMClient, requests: Sequence[Any]) -> list[Answer]:

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from pipeline.config import ConfigError, RunConfig
+from pipeline.io import RunLayout
 
 
 def estimate_tokens(text: str) -> int:
@@ -63,7 +64,7 @@ def resolve_tokenizer(cfg: RunConfig) -> str | None:
     llm.tiny_model_dir, or the demo's <out>/tiny-llama; None (the estimate) when there is none."""
     candidates = [cfg.rewrite.tokenizer, cfg.llm.engine_model, cfg.llm.tiny_model_dir]
     if cfg.llm.serve_tiny_model:
-        candidates.append(str(Path(cfg.out) / "tiny-llama"))
+        candidates.append(str(RunLayout(cfg.out).root / "tiny-llama"))
     if cfg.rewrite.tokenizer and not (Path(cfg.rewrite.tokenizer) / "tokenizer.json").is_file():
         raise ConfigError(f"rewrite.tokenizer: no tokenizer.json in {cfg.rewrite.tokenizer}")
     return next((c for c in candidates if c and (Path(c) / "tokenizer.json").is_file()), None)

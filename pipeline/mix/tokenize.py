@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import store
 from pipeline.accounting import ConservationError
 from pipeline.config import RunConfig
 from pipeline.io import RunLayout, file_digest, read_json, write_text
@@ -236,7 +237,7 @@ class TokenizeStage(Stage):
         keys = {marker["shard"] for marker in markers}
         for path in folder.iterdir() if folder.is_dir() else []:
             if path.is_dir() and (path.name.startswith(STAGING) or path.name not in keys):
-                shutil.rmtree(path, ignore_errors=True)  # a shard of another mix, or a crashed shard's staging
+                store.removed_tree(path)  # a shard of another mix, or a crashed shard's staging
         fmt = self.cfg.tokenize.format
         files = []
         for marker in sorted(markers, key=lambda m: m["shard"]):
@@ -255,7 +256,7 @@ class TokenizeStage(Stage):
             if fmt == "datatrove":
                 _write_new(json.dumps([{"path": f["file"], "size": f["bytes"]} for f in files]), folder / PATHS_FILE)
             else:
-                (folder / PATHS_FILE).unlink(missing_ok=True)
+                store.removed(folder / PATHS_FILE)
             _write_new(tokens_card(out, TOKEN_INDEX), folder / "README.md")
         return {"tokens": tokens, "documents": summary["kept"], "format": fmt, "files": len(files),
                 "mix_tokens": manifest["tokens"], "equal_to_mix": tokens == manifest["tokens"]}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import RunConfig
-from pipeline.io import file_digest
+from pipeline.io import RunLayout, file_digest
 from pipeline.llm.tokens import token_ids
 from pipeline.mix.allocate import MixError
 
@@ -65,7 +65,7 @@ def resolve(cfg: RunConfig) -> TargetTokenizer:
         from pipeline.llm.tokens import resolve_tokenizer
 
         source = resolve_tokenizer(cfg)
-        demo_model = Path(cfg.llm.tiny_model_dir or Path(cfg.out) / "tiny-llama")
+        demo_model = Path(cfg.llm.tiny_model_dir or RunLayout(cfg.out).root / "tiny-llama")
         if source is None and (demo_model / "tokenizer.json").is_file():
             source = str(demo_model)  # the run's own model: the demo's tiny one (`curate mix --out runs/demo`)
         if source is None and (cfg.llm.serve_tiny_model or cfg.llm.model == "tiny-llama"):

@@ -323,7 +323,7 @@ def check_corpus_dir(folder: Path) -> Path:
 
 def corpus_folder(cfg: RunConfig) -> Path:
     """rewrite.corpus, else the run's corpus/ (what the stage's input resolves to; unchecked)."""
-    return Path(cfg.rewrite.corpus or Path(cfg.out) / "corpus")
+    return Path(cfg.rewrite.corpus or RunLayout(cfg.out).dataset("corpus"))
 
 
 def manifest_classifier(corpus_dir: Path) -> str | None:
@@ -495,6 +495,9 @@ class RewriteStage(LLMStage):
         return {"llm.model": styles.model, "sampling_params": styles.params,
                 "rewrite.prompts": {pid: [s.prompt.prompt_hash, s.max_tokens] for pid, s in styles.styles.items()},
                 "tokenizer": self.tokenizer, **{f"rewrite.{key}": value for key, value in rewrite.items()}}
+
+    def shard_files(self, shard: Shard) -> list[str]:
+        return [shard.payload[0]]  # the corpus file its documents are in
 
     def plan(self) -> list[Shard]:
         self.corpus_dir = check_corpus_dir(self.input_folder("corpus"))

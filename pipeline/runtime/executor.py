@@ -21,10 +21,11 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pipeline import store
 from pipeline.config import RayConfig, RunConfig
 from pipeline.errors import CurateError
 from pipeline.progress import progress
-from pipeline.runtime.shards import execute_shard, execute_shard_async, is_async
+from pipeline.runtime.shards import execute_shard, execute_shard_async, is_async, setup_worker
 from pipeline.runtime.stage import Shard, Stage
 
 # Ray resolves "127.0.0.1" to the host's interface address and binds its raylet, GCS and agents there.
@@ -51,7 +52,8 @@ def ensure_ray(cfg: RayConfig) -> None:
 
     if ray.is_initialized():
         return
-    env = {"RAY_USAGE_STATS_ENABLED": "0"}
+    # the run folder's storage settings (a run folder on object storage), for workers on every node
+    env = {"RAY_USAGE_STATS_ENABLED": "0", **store.worker_env()}
     if address:
         ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": env})
         return
@@ -88,7 +90,7 @@ class LocalExecutor:
     def run_shards(self, stage: Stage, shards: list[Shard], *, quiet: bool = False) -> list[Any]:
         loop = asyncio.new_event_loop()
         try:
-            worker = _run_maybe_async(loop, stage.setup())
+            worker = _run_maybe_async(loop, setup_worker(stage))
             with progress(stage.name, len(shards), quiet=quiet, unit=stage.unit) as bar:
                 for shard in shards:
                     if is_async(stage):
@@ -121,7 +123,7 @@ def _task_shard(stage: Stage, shard: Shard) -> dict[str, Any]:
     held = _WORKERS.get(kind)
     if held is None or held[0] != config:
         _WORKERS.pop(kind, None)  # the previous run's state goes before the new one is built
-        _WORKERS[kind] = (config, stage.setup())
+        _WORKERS[kind] = (config, setup_worker(stage))
     return execute_shard(stage, _WORKERS[kind][1], shard)
 
 
@@ -132,7 +134,7 @@ class _ActorWorker:
     def __init__(self, stage: Stage):
         self.stage, self.worker, self.error = stage, None, None
         try:
-            self.worker = stage.setup()
+            self.worker = setup_worker(stage)
         except Exception as exc:  # noqa: BLE001 - re-raised by ready()
             self.error = exc
 
@@ -163,6 +165,18 @@ class _AsyncActorWorker(_ActorWorker):
         return await result if inspect.isawaitable(result) else result
 
 
+# Shards and actors go round the nodes that fit them, rather than filling the driver's node first: every node
+# reads, extracts and writes its share from the start.
+SPREAD = "SPREAD"
+
+
+def _runtime_env(env: dict[str, str]) -> dict[str, Any]:
+    """A task's or actor's environment: the stage's variables and the run folder's storage settings (set for
+    each run: a Ray started by an earlier run in this process has another run's, or none)."""
+    env = {**store.worker_env(), **env}
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 class RayExecutor:
     """Shards as Ray tasks or on a Ray actor pool, as the stage's `resources()` say."""
 
@@ -187,7 +201,9 @@ class RayExecutor:
         import ray
 
         ensure_ray(self.cfg)
-        remote_fn = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
+        # tasks named by their step (`dedup:sign_group`): what the dashboard and the state API show
+        remote_fn = ray.remote(num_cpus=num_cpus, max_retries=2, **_runtime_env({}))(fn).options(name=label,
+                                                                                     scheduling_strategy=SPREAD)
         shared = [ray.put(arg) for arg in args]
         items = list(items)
         pending: list[Any] = []
@@ -215,9 +231,8 @@ class RayExecutor:
             import ray
 
             stage_ref = ray.put(stage)
-            options = {"num_cpus": resources.num_cpus}
-            if resources.env:
-                options["runtime_env"] = {"env_vars": resources.env}
+            options = {"num_cpus": resources.num_cpus, "name": stage.name, "scheduling_strategy": SPREAD,
+                       **_runtime_env(resources.env)}
             remote = ray.remote(max_retries=2)(_task_shard).options(**options)
             self._stream(stage, [(remote, stage_ref, shard) for shard in shards], quiet)
             return []
@@ -244,11 +259,10 @@ class RayExecutor:
 
         worker_cls = _AsyncActorWorker if is_async(stage) else _ActorWorker
         options: dict[str, Any] = {"num_cpus": resources.num_cpus, "max_concurrency": resources.per_actor,
-                                   "max_restarts": 1, "max_task_retries": 1}
+                                   "max_restarts": 1, "max_task_retries": 1, "scheduling_strategy": SPREAD}
         if resources.num_gpus:
             options["num_gpus"] = resources.num_gpus
-        if resources.env:
-            options["runtime_env"] = {"env_vars": resources.env}
+        options.update(_runtime_env(resources.env))
         actor_cls = ray.remote(worker_cls).options(**options)
         # no more actors than shards, nor than the cluster can place at once (they would wait for CPUs)
         fits = int(cluster_cpus() // resources.num_cpus) if resources.num_cpus else resources.num_actors
@@ -269,7 +283,7 @@ class RayExecutor:
                     while not (free := [a for a in actors if load[id(a)] < resources.per_actor]):
                         wait_one()
                     actor = min(free, key=lambda a: load[id(a)])
-                    pending[actor.run.remote(shard)] = actor
+                    pending[actor.run.options(name=stage.name).remote(shard)] = actor
                     load[id(actor)] += 1
                 while pending:
                     wait_one()

@@ -54,14 +54,14 @@ def remove_stale(layout: RunLayout, stage: Stage, keys: set[str]) -> int:
     for folder in _stage_folders(layout, stage):
         for path in folder.glob("*.parquet") if folder.is_dir() else []:
             if path.stem not in keys:
-                path.unlink(missing_ok=True)
+                layout.remove(path)
                 removed.add(path.stem)
         for path in folder.glob(".*.tmp") if folder.is_dir() else []:
             path.unlink(missing_ok=True)
     state = layout.state(stage.name)
     for path in state.glob("*.json") if state.is_dir() else []:
         if not path.name.startswith(("_", ".")) and path.stem not in keys:
-            path.unlink(missing_ok=True)
+            layout.remove(path)
             removed.add(path.stem)
     return len(removed)
 
@@ -71,7 +71,7 @@ def forget_shards(layout: RunLayout, stage: Stage) -> None:
     state = layout.state(stage.name)
     for path in state.glob("*.json") if state.is_dir() else []:
         if not path.name.startswith("."):
-            path.unlink(missing_ok=True)
+            layout.remove(path)
 
 
 def forget_rewritten_inputs(layout: RunLayout, stage: Stage, shards: list[Shard]) -> None:
@@ -83,7 +83,7 @@ def forget_rewritten_inputs(layout: RunLayout, stage: Stage, shards: list[Shard]
             continue
         done_at = marker.stat().st_mtime_ns
         if any(Path(path).exists() and Path(path).stat().st_mtime_ns > done_at for path in shard.reads):
-            marker.unlink()
+            layout.remove(marker)
 
 
 def read_markers(layout: RunLayout, stage: Stage, keys: list[str]) -> list[dict[str, Any]]:
@@ -128,7 +128,8 @@ def default_settings(stage: Stage) -> dict[str, Any] | None:
 
 def check_output_root(layout: RunLayout) -> None:
     """The run folder must be a folder we can write into: say so before any work, not after it. Nothing is
-    created here (a run stopped by its checks leaves no folder behind)."""
+    created here (a run stopped by its checks leaves no folder behind). On object storage the folder is the
+    local copy under the run cache."""
     root = layout.root.absolute()
     existing = next(path for path in (root, *root.parents) if path.exists())
     if not existing.is_dir():
@@ -172,8 +173,9 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
     """Run `stage` in its run folder (`stage.cfg.out`): skip what is done, redo what is not, account for
     every record. Returns the stage summary (also written as the stage marker when complete)."""
     layout = RunLayout(stage.cfg.out)
-    stage.check()
     check_output_root(layout)
+    layout.pull()  # on object storage: the store is the truth (what other nodes wrote, what a killed run did not)
+    stage.check()
     settings = stage.settings()
     layout.check_settings(stage.name, settings, lambda: default_settings(stage))
     if stage.plan_follows_settings and layout.is_stage_done(stage.name) and layout.is_stage_intact(stage.name):
@@ -198,10 +200,11 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
         layout.record_settings(stage.name, settings)
         if identity is not None:
             write_json(identity, identity_path)
-        layout.stage_marker(stage.name).unlink(missing_ok=True)
+        layout.remove(layout.stage_marker(stage.name))
         executor = executor or default_executor(stage.cfg)
         stage.prepare(todo, executor)
         counters = executor.run_shards(stage, todo, quiet=quiet)
+        layout.pull()  # on object storage: the markers and files the workers of other nodes put
     markers = read_markers(layout, stage, keys)
     missing = [key for key in keys if not layout.marker(stage.name, key).exists()]
     if missing:
@@ -213,7 +216,7 @@ def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, 
     if summary["complete"]:
         write_json(summary, layout.stage_marker(stage.name))
     else:
-        layout.stage_marker(stage.name).unlink(missing_ok=True)
+        layout.remove(layout.stage_marker(stage.name))
     if not quiet:
         print(stage.format_summary(summary) or standard_line(summary, stage.unit), flush=True)
     if summary["input"] and summary["kept"] == 0 and sum(summary["errored"].values()) == summary["input"]:

@@ -191,6 +191,17 @@ class Stage:
         return None
 
     # ---- run in the worker ----
+    def worker_reads(self) -> list[Path | str]:
+        """Files or folders of the run folder that every worker reads besides its shard's input (a classifier,
+        an index, scratch files of `prepare`): a worker on another node copies them in from object storage
+        before `setup` (a URL: a folder of its own on object storage). A shard's own files: `shard_files`."""
+        return []
+
+    def shard_files(self, shard: Shard) -> list[str]:
+        """The run folder's files one shard reads: a worker on another node copies them in from object storage
+        before `process`. Its `reads`, else its `source`."""
+        return list(shard.reads or (shard.source,))
+
     def setup(self) -> Any:
         """Per-worker state (a language model, a classifier, an HTTP client); built once per worker."""
         return None

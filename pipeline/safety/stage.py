@@ -116,6 +116,10 @@ class SafetyStage(Stage):
         return [Shard(key=path.stem, source=str(path), reads=(str(path),))
                 for path in parquet_files(self.input_folder())]
 
+    def worker_reads(self) -> list[Path]:
+        path = index_path(self.cfg)
+        return [] if path is None else [path]
+
     def setup(self) -> Any:
         return load_or_build_index(self.cfg)
 
