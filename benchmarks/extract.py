@@ -193,7 +193,7 @@ def run_reader(copy: Path, pages_per_copy: int) -> dict[str, float]:
         n = 0
         with open(copy, "rb") as handle:
             for record in FastIterator(handle, parse_http=False, record_types=WarcRecordType.any_type):
-                dict(record.headers)
+                dict(record.headers.items())  # dict(record.headers) looks every name up again, ~10x slower
                 n += len(record.reader.read())
         return n
 

@@ -29,8 +29,14 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Literal
 
+import numpy as np
+from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, POLICY_SUBSTRINGS
+from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
+from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates, find_top_duplicate, get_n_grams
+from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION, split_into_sentences
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 from pipeline.config import RulesConfig
@@ -63,6 +69,21 @@ def _split_point(match: re.Match) -> str:
     return match.group(0)  # a URL stays as it is
 
 
+def _split_words(text: str) -> list[str]:
+    """The tokens of `text`: _TOKEN's matches once _SPLIT_POINTS has put its spaces in.
+
+    No token or split point spans whitespace and the regexes look no further than the next space, so every
+    whitespace-separated chunk is split on its own, the same way; a chunk of letters and digits only is one
+    token as it is (neither regex has anything to split in it), and most of a page's chunks skip both scans."""
+    words: list[str] = []
+    for chunk in text.split():
+        if chunk.isalnum():
+            words.append(chunk)
+        else:
+            words += _TOKEN.findall(_SPLIT_POINTS.sub(_split_point, chunk))
+    return words
+
+
 class FastWordTokenizer(WordTokenizer):
     """Regex word/sentence splitting for space-separated languages, for datatrove's filters."""
 
@@ -74,11 +95,16 @@ class FastWordTokenizer(WordTokenizer):
 
     def word_tokenize(self, text: str) -> list[str]:
         if text is not self._last[0]:
-            self._last = (text, _TOKEN.findall(_SPLIT_POINTS.sub(_split_point, text)))
+            self._last = (text, _split_words(text))
         return self._last[1]
 
     def sent_tokenize(self, text: str) -> list[str]:
         return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+    def sentence_count(self, text: str) -> int:
+        """len(self.span_tokenize(text)), the number of sentences datatrove's split_into_sentences makes, without
+        building them: the non-blank pieces between sentence ends, at least one."""
+        return max(sum(1 for piece in _SENTENCE_END.split(text) if piece.strip()), 1)
 
     def span_tokenize(self, text: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
@@ -95,51 +121,91 @@ class FastWordTokenizer(WordTokenizer):
 # ------------------------------------------------------------------------------------ n-gram statistics
 
 
-def _gram_keys(words: list[str], n: int, separator: str) -> list[str]:
-    """Every word n-gram joined with `separator` (datatrove's keys), cut as slices of one joined string: one
-    C-level slice per n-gram instead of a join of n words."""
-    if len(words) < n:
-        return []
-    joined = separator.join(words)
-    starts = [0] * (len(words) + 1)
-    position = 0
-    for index, word in enumerate(words):
-        starts[index] = position
-        position += len(word) + len(separator)
-    starts[len(words)] = position  # one separator past the end, like every other start
-    cut = len(separator)
-    return [joined[starts[i]:starts[i + n] - cut] for i in range(len(words) - n + 1)]
+class WordNgrams:
+    """One page's word n-grams, keyed as datatrove keys them, for every n from offsets computed once.
+
+    The top n-grams are counted as tuples of words (built and hashed in C, no joined string per n-gram). The
+    repeated n-grams' keys are slices of the words' concatenation; a hash of every slice comes from prefix
+    sums in numpy, equal slices have equal hashes, so only the n-grams whose hash occurs more than once are
+    cut as strings and scanned."""
+
+    def __init__(self, words: list[str]):
+        self.words = words
+        self.concatenated = "".join(words)
+        self.offsets = list(accumulate(map(len, words), initial=0))  # where each word starts, and the end
+        self._hashing: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def top_chars(self, n: int) -> int:
+        """Characters covered by the most frequent word n-gram, its space-joined length times its count:
+        datatrove's find_top_duplicate(get_n_grams(words, n)), 0 when there are fewer than n words (datatrove
+        skips the check then, which passes the same way)."""
+        words = self.words
+        if len(words) < n:
+            return 0
+        if " " in self.concatenated:
+            # a word with a space in it: distinct n-grams can share a space-joined key ("a b"+"c", "a"+"b c")
+            return find_top_duplicate(get_n_grams(words, n))
+        # Without spaces in words, two space-joined keys are equal exactly when their words are, and first
+        # occurrences come in the same order: the same top n-gram (ties go to the first) and count.
+        gram, count = Counter(zip(*(words[i:] for i in range(n)))).most_common(1)[0]
+        return (sum(map(len, gram)) + n - 1) * count
+
+    def repeated_chars(self, n: int) -> int:
+        """Characters in word n-grams already seen, scanning left to right and jumping past each repeat:
+        datatrove's find_all_duplicate(words, n), with its keys (the n words joined with nothing between, so
+        "ab c" and "a bc" are one key there, and here)."""
+        hashes = self._key_hashes(n)
+        ordered = np.sort(hashes)
+        shared = ordered[1:][ordered[1:] == ordered[:-1]]
+        if not shared.size:
+            return 0  # no two n-grams with the same hash: no n-gram occurs twice (the common case for larger n)
+        # The scan only has to stop where an n-gram may occur more than once: at the others it would add a
+        # key that never comes back and step to the next position, which jumping there does too.
+        concatenated, offsets = self.concatenated, self.offsets
+        seen: set[str] = set()
+        repeated = next_index = 0
+        for index in np.flatnonzero(np.isin(hashes, shared)).tolist():
+            if index < next_index:
+                continue  # inside a repeat it jumped past
+            gram = concatenated[offsets[index]:offsets[index + n]]
+            if gram in seen:
+                repeated += len(gram)
+                next_index = index + n
+            else:
+                seen.add(gram)
+                next_index = index + 1
+        return repeated
+
+    def _key_hashes(self, n: int) -> np.ndarray:
+        """A polynomial hash (Rabin-Karp, modulo 2**64: numpy's uint64 arithmetic wraps) of the concatenation
+        of every n consecutive words: sum(code[i] * B**(i - start)) over the slice's characters, times
+        B**(size + 2), the same factor for every slice, so equal slices have equal hashes."""
+        if self._hashing is None:
+            codes = np.frombuffer(self.concatenated.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            size = len(codes)
+            powers = np.cumprod(np.full(size + 1, _HASH_BASE, dtype=np.uint64))  # B**1 .. B**(size + 1)
+            prefix = np.zeros(size + 1, dtype=np.uint64)
+            np.cumsum(codes * powers[:size], out=prefix[1:])  # prefix[k]: sum(code[i] * B**(i + 1)) for i < k
+            starts = np.array(self.offsets, dtype=np.intp)
+            # prefix[end] - prefix[start] is B**(start + 1) times the slice's hash; B**(size - start + 1) evens it out
+            self._hashing = (prefix, starts, powers[size - starts])
+        prefix, starts, scale = self._hashing
+        if len(starts) <= n:
+            return np.zeros(0, dtype=np.uint64)
+        return (prefix[starts[n:]] - prefix[starts[:-n]]) * scale[:-n]
+
+
+_HASH_BASE = 0x100000001B3  # odd (invertible modulo 2**64), large: characters spread over all 64 bits
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
-    """Characters covered by the most frequent word n-gram, its space-joined length times its count:
-    datatrove's find_top_duplicate(get_n_grams(words, n)), 0 when there are fewer than n words (datatrove
-    skips the check then, which passes the same way)."""
-    grams = _gram_keys(words, n, " ")
-    if not grams:
-        return 0
-    gram, count = Counter(grams).most_common(1)[0]
-    return len(gram) * count
+    """`WordNgrams.top_chars` of one list of words."""
+    return WordNgrams(words).top_chars(n)
 
 
 def repeated_ngram_chars(words: list[str], n: int) -> int:
-    """Characters in word n-grams already seen, scanning left to right and jumping past each repeat:
-    datatrove's find_all_duplicate(words, n), with its keys (the n words joined with nothing between, so
-    "ab c" and "a bc" are one key there, and here)."""
-    grams = _gram_keys(words, n, "")
-    if len(set(grams)) == len(grams):
-        return 0  # no n-gram occurs twice: the common case for larger n
-    seen: set[str] = set()
-    repeated = index = 0
-    while index < len(grams):
-        gram = grams[index]
-        if gram in seen:
-            repeated += len(gram)
-            index += n
-        else:
-            seen.add(gram)
-            index += 1
-    return repeated
+    """`WordNgrams.repeated_chars` of one list of words."""
+    return WordNgrams(words).repeated_chars(n)
 
 
 # ---------------------------------------------------------------------------- metrics, one family each
@@ -150,23 +216,30 @@ def _ratio(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
 
+_STOP_WORDS = frozenset(STOP_WORDS)
+_POLICY = re.compile("|".join(map(re.escape, POLICY_SUBSTRINGS)))
+_TERMINAL_PUNCTUATION = tuple(TERMINAL_PUNCTUATION)
+
+
 def gopher_quality_metrics(text: str, words: list[str]) -> dict[str, Any]:
     """What GopherQualityFilter thresholds: word counts and lengths over the words with a non-punctuation
-    character, symbol and alphabetic-word ratios over all words, bullet and ellipsis lines, stop words."""
-    from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
-    from datatrove.utils.text import PUNCTUATION_SET
-
-    non_symbol = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
+    character, symbol and alphabetic-word ratios over all words, bullet and ellipsis lines, stop words.
+    Each distinct word is looked at once, with its count."""
+    counts = Counter(words)
+    # the words with a character that is not punctuation (not all of them in PUNCTUATION_SET)
+    non_symbol = [(word, count) for word, count in counts.items() if not PUNCTUATION_SET.issuperset(word)]
+    n_non_symbol = sum(count for _, count in non_symbol)
     lines = text.splitlines()
     return {
-        "n_words": len(non_symbol),
-        "mean_word_length": _ratio(sum(map(len, non_symbol)), len(non_symbol)),
+        "n_words": n_non_symbol,
+        "mean_word_length": _ratio(sum(len(word) * count for word, count in non_symbol), n_non_symbol),
         "hash_word_ratio": _ratio(text.count("#"), len(words)),
         "ellipsis_word_ratio": _ratio(text.count("...") + text.count("…"), len(words)),
         "bullet_line_ratio": _ratio(sum(s.lstrip().startswith(("•", "-")) for s in lines), len(lines)),
         "end_ellipsis_line_ratio": _ratio(sum(s.rstrip().endswith(("...", "…")) for s in lines), len(lines)),
-        "alpha_word_ratio": _ratio(sum(any(c.isalpha() for c in w) for w in words), len(words)),
-        "stop_word_count": len(set(STOP_WORDS).intersection(words)),
+        "alpha_word_ratio": _ratio(sum(count for word, count in counts.items() if any(map(str.isalpha, word))),
+                                   len(words)),
+        "stop_word_count": len(_STOP_WORDS.intersection(counts)),
     }
 
 
@@ -177,8 +250,6 @@ _LINE_BREAKS = re.compile("\n+")
 def gopher_repetition_metrics(text: str, words: list[str]) -> dict[str, Any]:
     """What GopherRepetitionFilter thresholds: duplicated paragraphs and lines (share of them, share of the
     characters), characters of the top 2/3/4-gram and of repeated 5..10-grams, per character of the text."""
-    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
-
     paragraphs = _PARAGRAPH_BREAK.split(text.strip())
     para_dups, para_dup_chars = find_duplicates(paragraphs)
     lines = _LINE_BREAKS.split(text)
@@ -189,10 +260,11 @@ def gopher_repetition_metrics(text: str, words: list[str]) -> dict[str, Any]:
         "dup_line_frac": _ratio(line_dups, len(lines)),
         "dup_line_char_frac": _ratio(line_dup_chars, len(text)),
     }
+    ngrams = WordNgrams(words)
     for n in (2, 3, 4):
-        metrics[f"top_{n}gram_char_frac"] = _ratio(top_ngram_chars(words, n), len(text))
+        metrics[f"top_{n}gram_char_frac"] = _ratio(ngrams.top_chars(n), len(text))
     for n in range(5, 11):
-        metrics[f"dup_{n}gram_char_frac"] = _ratio(repeated_ngram_chars(words, n), len(text))
+        metrics[f"dup_{n}gram_char_frac"] = _ratio(ngrams.repeated_chars(n), len(text))
     return metrics
 
 
@@ -201,18 +273,22 @@ def c4_metrics(text: str, tokenizer: Any) -> dict[str, Any]:
     decides on: the sentences of the lines it keeps, and the first line (1-based) among those it looks at
     where it would drop the whole page for "lorem ipsum" or a curly bracket. Its line filters are applied
     exactly as it applies them, in its order."""
-    from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, POLICY_SUBSTRINGS
-    from datatrove.utils.text import split_into_sentences
+    if isinstance(tokenizer, FastWordTokenizer):
+        count_sentences = tokenizer.sentence_count
+    else:
+        def count_sentences(line: str) -> int:
+            return len(split_into_sentences(line, tokenizer))
 
     n_sentences = 0
     lorem_line = curly_line = None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        words = line.split()
-        if any(len(word) > 1000 for word in words):
+        if len(line) > 1000 and any(len(word) > 1000 for word in line.split()):  # no word is longer than its line
             continue
-        line = CITATION_REGEX.sub("", line)
-        if len(words) < 3:
+        enough_words = len(line.split(maxsplit=2)) == 3  # at least 3 words, counted before citations go
+        if "[" in line:  # every citation pattern starts with one
+            line = CITATION_REGEX.sub("", line)
+        if not enough_words:
             continue
         lowered = line.lower()
         if lorem_line is None and "lorem ipsum" in lowered:
@@ -221,9 +297,9 @@ def c4_metrics(text: str, tokenizer: Any) -> dict[str, Any]:
             continue
         if curly_line is None and "{" in line:
             curly_line = number
-        if any(phrase in lowered for phrase in POLICY_SUBSTRINGS):
+        if _POLICY.search(lowered):  # any(phrase in lowered for phrase in POLICY_SUBSTRINGS)
             continue
-        n_sentences += len(split_into_sentences(line, tokenizer))
+        n_sentences += count_sentences(line)
     return {"n_sentences": n_sentences, "lorem_ipsum_line": lorem_line, "curly_bracket_line": curly_line}
 
 
@@ -231,13 +307,9 @@ def fineweb_metrics(text: str, words: list[str]) -> dict[str, Any]:
     """What FineWebQualityFilter thresholds, over the non-blank lines: the share ending in terminal
     punctuation, the share of at most 30 characters, duplicated-line characters per non-newline character;
     and newlines per word."""
-    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
-    from datatrove.utils.text import TERMINAL_PUNCTUATION
-
-    stop_chars = tuple(TERMINAL_PUNCTUATION)
     lines = [line for line in text.split("\n") if line.strip() != ""]
     return {
-        "line_punct_ratio": _ratio(sum(1 for line in lines if line.endswith(stop_chars)), len(lines)),
+        "line_punct_ratio": _ratio(sum(1 for line in lines if line.endswith(_TERMINAL_PUNCTUATION)), len(lines)),
         "short_line_ratio": _ratio(sum(1 for line in lines if len(line) <= 30), len(lines)),
         "char_dup_ratio": _ratio(find_duplicates(lines)[1], len(text.replace("\n", ""))) if lines else None,
         "list_ratio": _ratio(text.count("\n"), len(words)),

@@ -105,8 +105,17 @@ def _next_boundary(handle, start: int, gzipped: bool, chunk: int = 1 << 20) -> i
         position += chunk
 
 
+def _header_dict(headers) -> dict[str, str]:
+    """dict(headers), ~10x faster: dict() of FastWARC's header map looks every name up again (case-insensitively,
+    the first value wins), which for names that are distinct in any case gives each its own value."""
+    items = headers.items()
+    if len({name.lower() for name, _ in items}) == len(items):
+        return dict(items)
+    return dict(headers)
+
+
 def _raw_record(record) -> RawRecord:
-    headers = dict(record.headers)
+    headers = _header_dict(record.headers)
     return RawRecord(
         record_type=_record_type_name(record.record_type),
         record_id=headers.get("WARC-Record-ID", "").strip(),
