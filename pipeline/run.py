@@ -62,10 +62,10 @@ def run_stages(cfg: RunConfig, *names: str, executor: Any = None, quiet: bool = 
     from pipeline.stages import make_stage
 
     store.configure(cfg.storage.cache_dir, cfg.storage.options, cfg.storage.retries)
-    RunLayout(cfg.out).pull()  # a run folder on object storage: what the stages before these wrote, on any node
+    RunLayout(cfg.out).pull()  # a run folder on object storage: the store is the truth (other nodes, a killed run)
     check_inputs_not_outputs([make_stage(name, cfg) for name in names])
     summaries: dict[str, dict[str, Any]] = {}
-    for name in names:
+    for name in names:  # (each stage's runner brings the copy up to date after its shards: what other nodes wrote)
         # made just before it runs: the run's documents (DOCUMENTS) are what the stages before it wrote
         stage = make_stage(name, cfg)
         summaries[name] = run_stage(stage, executor=executor, quiet=quiet)

@@ -156,6 +156,12 @@ def _config(nodes: TwoNodes, server, classifier: Path, name: str, folder: Path) 
     return url, path
 
 
+def _start(nodes: TwoNodes, s3_runs, local_reference, name: str, folder: Path) -> tuple[str, Path, str]:
+    """`curate run` of the run-folder tests into s3://runs/<name>, submitted as a job: its URL, config, job id."""
+    url, config = _config(nodes, s3_runs[0], local_reference[1], name, folder)
+    return url, config, _submit(nodes, config)
+
+
 def _nodes_by_stage(nodes: TwoNodes, job: str) -> dict[str, set[str]]:
     from ray.util.state import list_tasks
 
@@ -174,10 +180,7 @@ def _job_id(nodes: TwoNodes, submission_id: str) -> str:
 
 def test_a_job_on_two_nodes_runs_every_cpu_stage_on_both_and_equals_a_local_run(
         two_nodes, s3_runs, local_reference, tmp_path):
-    server, _ = s3_runs
-    local, classifier = local_reference
-    url, config = _config(two_nodes, server, classifier, "two-nodes", tmp_path)
-    job = _submit(two_nodes, config)
+    url, _, job = _start(two_nodes, s3_runs, local_reference, "two-nodes", tmp_path)
     status = _wait(two_nodes, job)
     assert status == "SUCCEEDED", two_nodes.client.get_job_logs(job)[-3000:]
     ran = _nodes_by_stage(two_nodes, job)
@@ -188,15 +191,13 @@ def test_a_job_on_two_nodes_runs_every_cpu_stage_on_both_and_equals_a_local_run(
     assert any(two_nodes.second_disk.rglob("*.parquet"))
     assert not any(two_nodes.second_disk.rglob("corpus/*.parquet"))
     copy = next(p for p in (two_nodes.cache / "runs").iterdir() if "two-nodes" in p.name)
-    assert_same_run(copy, url, local)
+    assert_same_run(copy, url, local_reference[0])
 
 
 def test_a_job_whose_second_node_dies_mid_stage_still_finishes_with_nothing_lost(
         two_nodes, s3_runs, local_reference, tmp_path):
-    server, client = s3_runs
-    local, classifier = local_reference
-    url, config = _config(two_nodes, server, classifier, "node-killed", tmp_path)
-    job = _submit(two_nodes, config)
+    url, config, job = _start(two_nodes, s3_runs, local_reference, "node-killed", tmp_path)
+    client = s3_runs[1]
     deadline = time.time() + 300
     while not [k for k in keys(client, "node-killed/_state/extract/") if "/part-" in k]:
         assert time.time() < deadline and two_nodes.client.get_job_status(job) in ("PENDING", "RUNNING")
@@ -208,4 +209,4 @@ def test_a_job_whose_second_node_dies_mid_stage_still_finishes_with_nothing_lost
         status = _wait(two_nodes, job)
     assert status == "SUCCEEDED", two_nodes.client.get_job_logs(job)[-3000:]
     copy = next(p for p in (two_nodes.cache / "runs").iterdir() if "node-killed" in p.name)
-    assert_same_run(copy, url, local)
+    assert_same_run(copy, url, local_reference[0])

@@ -171,10 +171,10 @@ def check_inputs_not_outputs(stages: list[Stage]) -> None:
 
 def run_stage(stage: Stage, *, executor=None, quiet: bool = False) -> dict[str, Any]:
     """Run `stage` in its run folder (`stage.cfg.out`): skip what is done, redo what is not, account for
-    every record. Returns the stage summary (also written as the stage marker when complete)."""
+    every record. Returns the stage summary (also written as the stage marker when complete). A run folder on
+    object storage: the caller (`pipeline.run.run_stages`) has brought the local copy up to date."""
     layout = RunLayout(stage.cfg.out)
     check_output_root(layout)
-    layout.pull()  # on object storage: the store is the truth (what other nodes wrote, what a killed run did not)
     stage.check()
     settings = stage.settings()
     layout.check_settings(stage.name, settings, lambda: default_settings(stage))
